@@ -1,0 +1,395 @@
+//! Command-line parsing and the glue from each command to the library.
+//!
+//! Parsing (clap) is kept apart from doing: each `cmd_*` function gets validated inputs and
+//! returns the process exit code. Exit codes follow the product brief: `renew` 0/1/2,
+//! `check` 0/1/2/3 (monitoring-plugin convention), everything else 0 or 2.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use time::OffsetDateTime;
+
+use crate::config::{self, Config, ConfigErrors, Endpoint};
+use crate::inventory;
+use crate::policy::Thresholds;
+use crate::probe;
+use crate::report::{self, Entry};
+use crate::units::parse_duration;
+
+/// Exit code for bad usage or configuration (renew, status, config check, …).
+pub const EXIT_USAGE: u8 = 2;
+/// `check`'s UNKNOWN.
+pub const EXIT_UNKNOWN: u8 = 3;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "evercert",
+    version,
+    about = "ACME certificate renewal agent: renews on time, writes atomically, reloads, verifies, alerts",
+    after_help = "Examples:\n  evercert status\n  evercert check --warn 30d --critical 7d shop.example.com:443\n  evercert renew --dry-run\n  evercert config check -c ./evercert.toml"
+)]
+pub struct Cli {
+    /// Configuration file [default: /etc/evercert/evercert.toml]
+    #[arg(
+        short,
+        long,
+        global = true,
+        env = "EVERCERT_CONFIG",
+        value_name = "FILE"
+    )]
+    config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the agent in the foreground (systemd Type=notify)
+    Run,
+    /// Renew what is due (or the named certificates), then exit
+    #[command(
+        after_help = "Examples:\n  evercert renew\n  evercert renew shop --force\n  evercert renew --dry-run"
+    )]
+    Renew {
+        /// Certificates to renew (default: every certificate that is due)
+        names: Vec<String>,
+        /// Renew even if not due
+        #[arg(long)]
+        force: bool,
+        /// Use the staging CA; write nothing live; run no reload hook
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Every managed and monitored certificate and its state
+    #[command(
+        after_help = "Examples:\n  evercert status\n  evercert status --json | jq '.[] | select(.state != \"ok\")'"
+    )]
+    Status {
+        /// Print one JSON array instead of a table
+        #[arg(long)]
+        json: bool,
+    },
+    /// Expiry check for monitoring: exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN
+    #[command(
+        after_help = "Targets are certificate files (PEM or DER) or HOST:PORT endpoints; with none, everything in the configuration.\n\nExamples:\n  evercert check /etc/nginx/tls/shop/fullchain.pem\n  evercert check --warn 21d --critical 3d shop.example.com:443 api.example.com:8443\n  evercert check --json"
+    )]
+    Check {
+        /// Warn when a certificate expires within this duration [default: config or 30d]
+        #[arg(long, value_name = "DUR")]
+        warn: Option<String>,
+        /// Critical when a certificate expires within this duration [default: config or 7d]
+        #[arg(long, value_name = "DUR")]
+        critical: Option<String>,
+        /// Print one JSON array instead of one line per target
+        #[arg(long)]
+        json: bool,
+        /// Files or HOST:PORT endpoints
+        #[arg(value_name = "FILE|HOST:PORT")]
+        targets: Vec<String>,
+    },
+    /// Configuration commands
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// ACME account commands
+    #[command(subcommand)]
+    Account(AccountCommand),
+    /// Revoke a managed certificate at the CA
+    #[command(after_help = "Example:\n  evercert revoke shop --reason keyCompromise")]
+    Revoke {
+        name: String,
+        /// unspecified, keyCompromise, superseded, cessationOfOperation, affiliationChanged
+        #[arg(long)]
+        reason: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Validate the configuration and print every error with file:line
+    #[command(after_help = "Example:\n  evercert config check -c /etc/evercert/evercert.toml")]
+    Check,
+}
+
+#[derive(Debug, Subcommand)]
+enum AccountCommand {
+    /// Show the ACME account for the configured directory
+    Show,
+    /// Replace the account key (new credentials are saved before anything else)
+    Rollover,
+    /// Deactivate the account at the CA (cannot be undone)
+    Deactivate,
+}
+
+/// The entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => {
+            let _ = err.print();
+            let code = if !err.use_stderr() {
+                0 // --help, --version
+            } else if invoked_check() {
+                EXIT_UNKNOWN
+            } else {
+                EXIT_USAGE
+            };
+            return ExitCode::from(code);
+        }
+    };
+    init_logging();
+    ExitCode::from(run(cli))
+}
+
+/// Whether the command line asked for `check` (not `config check`): its usage errors are
+/// UNKNOWN (3) for monitoring systems, not 2, which would read as CRITICAL.
+fn invoked_check() -> bool {
+    let mut previous = String::new();
+    for arg in std::env::args().skip(1) {
+        if arg == "check" && previous != "config" {
+            return true;
+        }
+        if !arg.starts_with('-') {
+            previous = arg;
+        }
+    }
+    false
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("EVERCERT_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+}
+
+fn run(cli: Cli) -> u8 {
+    let explicit_config = cli.config.is_some();
+    let config_path = cli
+        .config
+        .unwrap_or_else(|| PathBuf::from(config::DEFAULT_CONFIG_PATH));
+    match cli.command {
+        Command::Config(ConfigCommand::Check) => cmd_config_check(&config_path),
+        Command::Status { json } => with_config(&config_path, |config| cmd_status(config, json)),
+        Command::Check {
+            warn,
+            critical,
+            json,
+            targets,
+        } => cmd_check(
+            &config_path,
+            explicit_config,
+            warn.as_deref(),
+            critical.as_deref(),
+            json,
+            &targets,
+        ),
+        Command::Run | Command::Renew { .. } | Command::Account(_) | Command::Revoke { .. } => {
+            with_config(&config_path, |_| {
+                eprintln!("error: this command is not available in this build yet");
+                EXIT_USAGE
+            })
+        }
+    }
+}
+
+fn print_config_errors(errors: &ConfigErrors) {
+    eprintln!("{errors}");
+}
+
+/// Loads the configuration or prints every error; the command runs only on a valid one.
+fn with_config(path: &Path, command: impl FnOnce(&Config) -> u8) -> u8 {
+    match config::load(path) {
+        Ok(config) => command(&config),
+        Err(errors) => {
+            print_config_errors(&errors);
+            EXIT_USAGE
+        }
+    }
+}
+
+fn cmd_config_check(path: &Path) -> u8 {
+    with_config(path, |config| {
+        println!(
+            "{}: OK ({} certificate{}, {} monitor{})",
+            path.display(),
+            config.certificates.len(),
+            if config.certificates.len() == 1 {
+                ""
+            } else {
+                "s"
+            },
+            config.monitors.len(),
+            if config.monitors.len() == 1 { "" } else { "s" },
+        );
+        0
+    })
+}
+
+fn print_json(entries: &[Entry]) -> bool {
+    match serde_json::to_string_pretty(entries) {
+        Ok(text) => {
+            let mut stdout = std::io::stdout().lock();
+            writeln!(stdout, "{text}").is_ok()
+        }
+        Err(err) => {
+            eprintln!("error: cannot encode JSON: {err}");
+            false
+        }
+    }
+}
+
+fn cmd_status(config: &Config, json: bool) -> u8 {
+    let now = OffsetDateTime::now_utc();
+    let entries = match runtime() {
+        Ok(runtime) => runtime.block_on(report::gather(config, config.renewal.thresholds, now)),
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return EXIT_USAGE;
+        }
+    };
+    if json {
+        if !print_json(&entries) {
+            return 1;
+        }
+    } else {
+        print!("{}", report::render_table(&entries));
+    }
+    0
+}
+
+fn cmd_check(
+    config_path: &Path,
+    explicit_config: bool,
+    warn: Option<&str>,
+    critical: Option<&str>,
+    json: bool,
+    targets: &[String],
+) -> u8 {
+    // Thresholds given on the command line are meant literally; otherwise the config's (or
+    // the defaults), scaled for short lifetimes like everywhere else.
+    let needs_config = targets.is_empty() || explicit_config;
+    let config = if needs_config {
+        match config::load(config_path) {
+            Ok(config) => Some(config),
+            Err(errors) => {
+                print_config_errors(&errors);
+                return EXIT_UNKNOWN;
+            }
+        }
+    } else {
+        None
+    };
+    let mut thresholds = config
+        .as_ref()
+        .map_or_else(Thresholds::default, |config| config.renewal.thresholds);
+    for (flag, value, slot) in [
+        ("--warn", warn, &mut thresholds.warn_before),
+        ("--critical", critical, &mut thresholds.critical_before),
+    ] {
+        if let Some(text) = value {
+            match parse_duration(text) {
+                Ok(duration) => *slot = duration,
+                Err(err) => {
+                    eprintln!("UNKNOWN {flag}: {err}");
+                    return EXIT_UNKNOWN;
+                }
+            }
+        }
+    }
+    if warn.is_some() || critical.is_some() {
+        thresholds.scale_to_lifetime = false;
+    }
+    if thresholds.critical_before > thresholds.warn_before {
+        eprintln!("UNKNOWN --critical must not be longer than --warn");
+        return EXIT_UNKNOWN;
+    }
+    let now = OffsetDateTime::now_utc();
+    let runtime = match runtime() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("UNKNOWN cannot start the async runtime: {err}");
+            return EXIT_UNKNOWN;
+        }
+    };
+    let entries = match (&config, targets.is_empty()) {
+        (Some(config), true) => runtime.block_on(report::gather(config, thresholds, now)),
+        _ => runtime.block_on(check_targets(targets, thresholds, now)),
+    };
+    if entries.is_empty() {
+        println!(
+            "UNKNOWN nothing to check: name files or HOST:PORT endpoints, or configure certificates"
+        );
+        return EXIT_UNKNOWN;
+    }
+    if json {
+        if !print_json(&entries) {
+            return EXIT_UNKNOWN;
+        }
+    } else {
+        let mut stdout = std::io::stdout().lock();
+        for entry in &entries {
+            let _ = writeln!(stdout, "{}", report::render_check_line(entry, now));
+        }
+    }
+    report::check_exit_code(&entries)
+}
+
+/// Checks files and endpoints named on the command line. A target that exists as a file is
+/// a file; otherwise `HOST:PORT` is an endpoint; anything else is a (missing) file.
+async fn check_targets(
+    targets: &[String],
+    thresholds: Thresholds,
+    now: OffsetDateTime,
+) -> Vec<Entry> {
+    let mut files = Vec::new();
+    let mut endpoints = Vec::new();
+    for (index, target) in targets.iter().enumerate() {
+        let path = Path::new(target);
+        match Endpoint::parse(target) {
+            Some(endpoint) if !path.exists() => endpoints.push((index, endpoint)),
+            _ => files.push((index, path.to_owned())),
+        }
+    }
+    let mut entries: Vec<Option<Entry>> = vec![None; targets.len()];
+    let file_entries = inventory::parallel_map(&files, |(index, path)| {
+        let result = inventory::read_cert_file(path);
+        (
+            *index,
+            report::file_entry(path.display().to_string(), path, result, thresholds, now),
+        )
+    });
+    for (index, entry) in file_entries {
+        entries[index] = Some(entry);
+    }
+    let roots = Arc::new(probe::system_roots(&[]));
+    let mut probes = tokio::task::JoinSet::new();
+    for (index, endpoint) in endpoints {
+        let roots = roots.clone();
+        probes.spawn(async move {
+            let result = report::probe_endpoint(&endpoint, roots).await;
+            (
+                index,
+                report::endpoint_entry(endpoint.to_string(), &endpoint, result, thresholds, now),
+            )
+        });
+    }
+    while let Some(done) = probes.join_next().await {
+        if let Ok((index, entry)) = done {
+            entries[index] = Some(entry);
+        }
+    }
+    entries.into_iter().flatten().collect()
+}

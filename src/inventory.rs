@@ -1,0 +1,541 @@
+//! Reading certificate and key files into facts: who the certificate is for, who issued it,
+//! when it expires, whether the chain is in order and whether the key belongs to it.
+//!
+//! Every failure is its own error kind with the file's path and the next step, because
+//! "cannot parse certificate" at 3 a.m. sends people down the wrong path (the postmortem's
+//! first hour was spent on a DDoS theory).
+
+use std::io;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use rustls_pki_types::pem::{self, PemObject};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use time::OffsetDateTime;
+use x509_parser::certificate::X509Certificate;
+use x509_parser::extensions::{GeneralName, ParsedExtension};
+use x509_parser::prelude::FromDer;
+use x509_parser::public_key::PublicKey;
+
+use crate::config::{CertificateSettings, Config};
+use crate::policy::{self, Assessment, OnDisk, RenewBefore, Thresholds};
+
+/// What evercert knows of one certificate (the leaf of a file or of a served chain).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CertFacts {
+    pub subject: String,
+    pub dns_names: Vec<String>,
+    pub ip_addresses: Vec<IpAddr>,
+    pub issuer: String,
+    /// Lower-case hex, no separators, as `openssl x509 -serial` prints it (but lower case).
+    pub serial: String,
+    pub not_before: OffsetDateTime,
+    pub not_after: OffsetDateTime,
+    /// `ecdsa-p256`, `rsa2048`, … in the config's vocabulary where it has a name.
+    pub key_algorithm: String,
+    pub authority_key_id: Option<String>,
+    /// The public key's bytes, compared with the private key's to prove they match.
+    pub public_key: Vec<u8>,
+}
+
+impl CertFacts {
+    /// The names on the certificate: DNS names then IP addresses, as text.
+    pub fn names(&self) -> Vec<String> {
+        let mut names = self.dns_names.clone();
+        names.extend(self.ip_addresses.iter().map(ToString::to_string));
+        names
+    }
+
+    /// Configured identifiers the certificate does not cover.
+    pub fn uncovered<'a>(&self, domains: &'a [String]) -> Vec<&'a str> {
+        domains
+            .iter()
+            .filter(|domain| !self.covers(domain))
+            .map(String::as_str)
+            .collect()
+    }
+
+    fn covers(&self, domain: &str) -> bool {
+        if let Ok(ip) = domain.parse::<IpAddr>() {
+            return self.ip_addresses.contains(&ip);
+        }
+        let domain = domain.to_ascii_lowercase();
+        self.dns_names.iter().any(|name| {
+            let name = name.to_ascii_lowercase();
+            if name == domain {
+                return true;
+            }
+            // A wildcard SAN covers exactly one extra label, and a configured wildcard must be
+            // on the certificate literally.
+            match name.strip_prefix("*.") {
+                Some(base) if !domain.starts_with("*.") => domain
+                    .split_once('.')
+                    .is_some_and(|(label, rest)| !label.is_empty() && rest == base),
+                _ => false,
+            }
+        })
+    }
+}
+
+/// A certificate file: its leaf and the subjects of the chain after it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CertFile {
+    pub leaf: CertFacts,
+    /// Subjects of the certificates after the leaf, in file order.
+    pub chain: Vec<String>,
+}
+
+/// Why a certificate file could not be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CertFileError {
+    #[error("{path}: certificate file not found")]
+    Missing { path: PathBuf },
+    #[error(
+        "{path}: permission denied reading the certificate; run evercert as a user that can read it"
+    )]
+    PermissionDenied { path: PathBuf },
+    #[error("{path}: cannot read the certificate: {message}")]
+    Io { path: PathBuf, message: String },
+    #[error("{path}: the certificate file is empty; restore it from the archive or renew it")]
+    Empty { path: PathBuf },
+    #[error("{path}: not a certificate: {detail}")]
+    NotACertificate { path: PathBuf, detail: String },
+    #[error(
+        "{path}: the chain is out of order: {detail}; write the leaf first, then the certificate that issued it, and so on"
+    )]
+    ChainOutOfOrder { path: PathBuf, detail: String },
+}
+
+/// Why a key file could not be used with its certificate.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyFileError {
+    #[error("{path}: key file not found")]
+    Missing { path: PathBuf },
+    #[error("{path}: permission denied reading the key; run evercert as the key's owner")]
+    PermissionDenied { path: PathBuf },
+    #[error("{path}: cannot read the key: {message}")]
+    Io { path: PathBuf, message: String },
+    #[error("{path}: not a private key in PEM (PKCS#8, PKCS#1 or SEC1)")]
+    NotAKey { path: PathBuf },
+    #[error("{path}: the private key does not match the certificate {cert}")]
+    Mismatch { path: PathBuf, cert: PathBuf },
+}
+
+fn read_file(path: &Path) -> Result<Vec<u8>, (io::ErrorKind, String)> {
+    std::fs::read(path).map_err(|err| (err.kind(), err.to_string()))
+}
+
+/// Reads a certificate file: PEM (leaf first, chain after) or a single DER certificate.
+pub fn read_cert_file(path: &Path) -> Result<CertFile, CertFileError> {
+    let bytes = read_file(path).map_err(|(kind, message)| match kind {
+        io::ErrorKind::NotFound => CertFileError::Missing {
+            path: path.to_owned(),
+        },
+        io::ErrorKind::PermissionDenied => CertFileError::PermissionDenied {
+            path: path.to_owned(),
+        },
+        _ => CertFileError::Io {
+            path: path.to_owned(),
+            message,
+        },
+    })?;
+    parse_cert_bytes(&bytes).map_err(|problem| match problem {
+        Problem::Empty => CertFileError::Empty {
+            path: path.to_owned(),
+        },
+        Problem::NotACertificate(detail) => CertFileError::NotACertificate {
+            path: path.to_owned(),
+            detail,
+        },
+        Problem::ChainOutOfOrder(detail) => CertFileError::ChainOutOfOrder {
+            path: path.to_owned(),
+            detail,
+        },
+    })
+}
+
+enum Problem {
+    Empty,
+    NotACertificate(String),
+    ChainOutOfOrder(String),
+}
+
+fn parse_cert_bytes(bytes: &[u8]) -> Result<CertFile, Problem> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(Problem::Empty);
+    }
+    let ders = if bytes.windows(11).any(|window| window == b"-----BEGIN ") {
+        let mut ders = Vec::new();
+        let mut other_sections = Vec::new();
+        for item in <(pem::SectionKind, Vec<u8>) as PemObject>::pem_slice_iter(bytes) {
+            match item {
+                Ok((pem::SectionKind::Certificate, der)) => ders.push(CertificateDer::from(der)),
+                Ok((kind, _)) => other_sections.push(format!("{kind:?}")),
+                Err(err) => {
+                    return Err(Problem::NotACertificate(format!("malformed PEM: {err}")));
+                }
+            }
+        }
+        if ders.is_empty() {
+            let detail = if other_sections.is_empty() {
+                "no CERTIFICATE section in the PEM".to_owned()
+            } else {
+                format!(
+                    "the PEM holds {} but no CERTIFICATE (is this the key file?)",
+                    other_sections.join(", ")
+                )
+            };
+            return Err(Problem::NotACertificate(detail));
+        }
+        ders
+    } else {
+        vec![CertificateDer::from(bytes.to_vec())]
+    };
+    facts_of_chain(&ders).map_err(|problem| match problem {
+        ChainProblem::Parse(_, detail) if ders.len() == 1 => {
+            Problem::NotACertificate(format!("not PEM and not a DER certificate ({detail})"))
+        }
+        ChainProblem::Parse(index, detail) => Problem::NotACertificate(format!(
+            "certificate #{} cannot be parsed: {detail}",
+            index + 1
+        )),
+        ChainProblem::Order(detail) => Problem::ChainOutOfOrder(detail),
+    })
+}
+
+/// Why a chain of DER certificates is not usable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChainProblem {
+    /// Certificate at this index does not parse.
+    Parse(usize, String),
+    /// The certificates are not leaf-first.
+    Order(String),
+}
+
+/// Facts of the leaf and the chain's order, from DER certificates (a file or a served chain).
+pub fn facts_of_chain(ders: &[CertificateDer<'_>]) -> Result<CertFile, ChainProblem> {
+    let mut parsed = Vec::with_capacity(ders.len());
+    for (index, der) in ders.iter().enumerate() {
+        match X509Certificate::from_der(der.as_ref()) {
+            Ok((_, cert)) => parsed.push(cert),
+            Err(err) => return Err(ChainProblem::Parse(index, err.to_string())),
+        }
+    }
+    let Some(leaf) = parsed.first() else {
+        return Err(ChainProblem::Parse(0, "no certificate".into()));
+    };
+    check_order(&parsed).map_err(ChainProblem::Order)?;
+    Ok(CertFile {
+        leaf: facts(leaf),
+        chain: parsed[1..]
+            .iter()
+            .map(|cert| cert.subject().to_string())
+            .collect(),
+    })
+}
+
+fn check_order(chain: &[X509Certificate<'_>]) -> Result<(), String> {
+    let issued_by_next = |i: usize| chain[i].issuer().as_raw() == chain[i + 1].subject().as_raw();
+    if (0..chain.len().saturating_sub(1)).all(issued_by_next) {
+        return Ok(());
+    }
+    let reversed =
+        (0..chain.len() - 1).all(|i| chain[i + 1].issuer().as_raw() == chain[i].subject().as_raw());
+    if reversed {
+        return Err(format!(
+            "the {} certificates are in reverse order (the leaf \"{}\" is last)",
+            chain.len(),
+            chain[chain.len() - 1].subject()
+        ));
+    }
+    let broken = (0..chain.len() - 1)
+        .find(|&i| !issued_by_next(i))
+        .unwrap_or_default();
+    Err(format!(
+        "certificate #{} (\"{}\") was not issued by certificate #{} (\"{}\")",
+        broken + 1,
+        chain[broken].subject(),
+        broken + 2,
+        chain[broken + 1].subject()
+    ))
+}
+
+fn facts(cert: &X509Certificate<'_>) -> CertFacts {
+    let mut dns_names = Vec::new();
+    let mut ip_addresses = Vec::new();
+    let mut authority_key_id = None;
+    for extension in cert.extensions() {
+        match extension.parsed_extension() {
+            ParsedExtension::SubjectAlternativeName(san) => {
+                for name in &san.general_names {
+                    match name {
+                        GeneralName::DNSName(dns) => dns_names.push((*dns).to_owned()),
+                        GeneralName::IPAddress(bytes) => {
+                            if let Some(ip) = ip_from_bytes(bytes) {
+                                ip_addresses.push(ip);
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            ParsedExtension::AuthorityKeyIdentifier(aki) => {
+                authority_key_id = aki.key_identifier.as_ref().map(|id| hex(id.0));
+            }
+            _ => {}
+        }
+    }
+    let validity = cert.validity();
+    CertFacts {
+        subject: cert.subject().to_string(),
+        dns_names,
+        ip_addresses,
+        issuer: cert.issuer().to_string(),
+        serial: hex(cert.raw_serial()).trim_start_matches("00").to_owned(),
+        not_before: validity.not_before.to_datetime(),
+        not_after: validity.not_after.to_datetime(),
+        key_algorithm: key_algorithm(cert),
+        authority_key_id,
+        public_key: cert.public_key().subject_public_key.data.to_vec(),
+    }
+}
+
+fn key_algorithm(cert: &X509Certificate<'_>) -> String {
+    match cert.public_key().parsed() {
+        Ok(PublicKey::RSA(rsa)) => format!("rsa{}", rsa.key_size()),
+        Ok(PublicKey::EC(point)) => match point.key_size() {
+            256 => "ecdsa-p256".into(),
+            384 => "ecdsa-p384".into(),
+            bits => format!("ecdsa-{bits}"),
+        },
+        Ok(other) => format!("{other:?}")
+            .split('(')
+            .next()
+            .unwrap_or("unknown")
+            .to_ascii_lowercase(),
+        Err(_) => cert.public_key().algorithm.algorithm.to_id_string(),
+    }
+}
+
+fn ip_from_bytes(bytes: &[u8]) -> Option<IpAddr> {
+    match bytes.len() {
+        4 => <[u8; 4]>::try_from(bytes).ok().map(IpAddr::from),
+        16 => <[u8; 16]>::try_from(bytes).ok().map(IpAddr::from),
+        _ => None,
+    }
+}
+
+/// Lower-case hex without separators.
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut out, byte| {
+            let _ = write!(out, "{byte:02x}");
+            out
+        })
+}
+
+/// Reads a private key and checks that it belongs to the certificate `cert`.
+pub fn check_key_file(
+    key_path: &Path,
+    cert_path: &Path,
+    cert: &CertFacts,
+) -> Result<(), KeyFileError> {
+    let bytes = read_file(key_path).map_err(|(kind, message)| match kind {
+        io::ErrorKind::NotFound => KeyFileError::Missing {
+            path: key_path.to_owned(),
+        },
+        io::ErrorKind::PermissionDenied => KeyFileError::PermissionDenied {
+            path: key_path.to_owned(),
+        },
+        _ => KeyFileError::Io {
+            path: key_path.to_owned(),
+            message,
+        },
+    })?;
+    let public_key = public_key_of_pem(&bytes).ok_or_else(|| KeyFileError::NotAKey {
+        path: key_path.to_owned(),
+    })?;
+    if public_key == cert.public_key {
+        Ok(())
+    } else {
+        Err(KeyFileError::Mismatch {
+            path: key_path.to_owned(),
+            cert: cert_path.to_owned(),
+        })
+    }
+}
+
+/// The raw public key of a PEM private key, as it appears in a certificate's SPKI.
+pub fn public_key_of_pem(pem: &[u8]) -> Option<Vec<u8>> {
+    let key = PrivateKeyDer::from_pem_slice(pem).ok()?;
+    let pair = rcgen::KeyPair::try_from(&key).ok()?;
+    Some(pair.public_key_raw().to_vec())
+}
+
+/// A managed certificate as found on disk, and what the policy makes of it.
+#[derive(Debug, Clone)]
+pub struct ManagedStatus {
+    pub name: String,
+    pub cert_path: PathBuf,
+    pub domains: Vec<String>,
+    pub file: Option<CertFile>,
+    /// The defect or error in words, when there is one.
+    pub problem: Option<String>,
+    pub assessment: Assessment,
+}
+
+/// Inspects one managed certificate: reads its files and applies the renewal policy.
+pub fn inspect_managed(
+    cert: &CertificateSettings,
+    renew_before: RenewBefore,
+    thresholds: Thresholds,
+    now: OffsetDateTime,
+) -> ManagedStatus {
+    let (file, on_disk) = match read_cert_file(&cert.cert_path) {
+        Err(CertFileError::Missing { .. }) => (None, OnDisk::Missing),
+        // A chain out of order leaves which certificate is the leaf a guess: the file is
+        // reported as broken, like garbage, and renewal replaces it.
+        Err(err) => (None, OnDisk::Broken(err.to_string())),
+        Ok(file) => {
+            let defect = defect(cert, &file);
+            let on_disk = OnDisk::Present {
+                not_before: file.leaf.not_before,
+                not_after: file.leaf.not_after,
+                defect,
+            };
+            (Some(file), on_disk)
+        }
+    };
+    let assessment = policy::assess(&on_disk, renew_before, thresholds, now);
+    ManagedStatus {
+        name: cert.name.clone(),
+        cert_path: cert.cert_path.clone(),
+        domains: cert.domains.clone(),
+        file,
+        problem: assessment.reason.clone(),
+        assessment,
+    }
+}
+
+/// What makes a readable certificate due at once: a key that is missing or does not match,
+/// or configured names it does not cover.
+fn defect(cert: &CertificateSettings, file: &CertFile) -> Option<String> {
+    if let Err(err) = check_key_file(&cert.key_path, &cert.cert_path, &file.leaf) {
+        return Some(err.to_string());
+    }
+    let uncovered = file.leaf.uncovered(&cert.domains);
+    if uncovered.is_empty() {
+        None
+    } else {
+        Some(format!(
+            "{}: the certificate does not cover {} (it has {})",
+            cert.cert_path.display(),
+            uncovered.join(", "),
+            file.leaf.names().join(", ")
+        ))
+    }
+}
+
+/// Inspects every managed certificate of a configuration, in parallel for large fleets.
+pub fn inspect_all(config: &Config, now: OffsetDateTime) -> Vec<ManagedStatus> {
+    parallel_map(&config.certificates, |cert| {
+        inspect_managed(
+            cert,
+            config.renew_before(cert),
+            config.renewal.thresholds,
+            now,
+        )
+    })
+}
+
+/// Maps `items` on up to as many threads as there are cores; order is kept. Reading and
+/// parsing ten thousand certificates is CPU-bound, and each is independent.
+pub fn parallel_map<T: Sync, R: Send>(items: &[T], work: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    const SERIAL_BELOW: usize = 64;
+    let threads = std::thread::available_parallelism()
+        .map(usize::from)
+        .unwrap_or(1)
+        .min(8);
+    if items.len() < SERIAL_BELOW || threads == 1 {
+        return items.iter().map(work).collect();
+    }
+    let chunk = items.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = items
+            .chunks(chunk)
+            .map(|part| scope.spawn(|| part.iter().map(&work).collect::<Vec<R>>()))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|handle| match handle.join() {
+                Ok(results) => results,
+                Err(panic) => std::panic::resume_unwind(panic),
+            })
+            .collect()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts_with(dns: &[&str], ips: &[&str]) -> CertFacts {
+        CertFacts {
+            subject: String::new(),
+            dns_names: dns.iter().map(|s| (*s).to_owned()).collect(),
+            ip_addresses: ips.iter().map(|s| s.parse().unwrap()).collect(),
+            issuer: String::new(),
+            serial: String::new(),
+            not_before: OffsetDateTime::UNIX_EPOCH,
+            not_after: OffsetDateTime::UNIX_EPOCH,
+            key_algorithm: String::new(),
+            authority_key_id: None,
+            public_key: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn coverage_follows_wildcard_rules() {
+        let cert = facts_with(&["example.com", "*.shop.example.com"], &["192.0.2.1"]);
+        let domains: Vec<String> = [
+            "example.com",
+            "www.shop.example.com",
+            "a.b.shop.example.com",
+            "shop.example.com",
+            "*.shop.example.com",
+            "192.0.2.1",
+            "192.0.2.2",
+            "EXAMPLE.COM",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        assert_eq!(
+            cert.uncovered(&domains),
+            vec!["a.b.shop.example.com", "shop.example.com", "192.0.2.2"]
+        );
+    }
+
+    #[test]
+    fn garbage_empty_and_key_files_are_told_apart() {
+        assert!(matches!(parse_cert_bytes(b"  \n"), Err(Problem::Empty)));
+        assert!(matches!(
+            parse_cert_bytes(b"hello world"),
+            Err(Problem::NotACertificate(_))
+        ));
+        let key = rcgen::KeyPair::generate().unwrap().serialize_pem();
+        match parse_cert_bytes(key.as_bytes()) {
+            Err(Problem::NotACertificate(detail)) => {
+                assert!(detail.contains("is this the key file?"), "{detail}");
+            }
+            _ => panic!("a key is not a certificate"),
+        }
+    }
+
+    #[test]
+    fn hex_is_lower_case() {
+        assert_eq!(hex(&[0x00, 0xab, 0x1f]), "00ab1f");
+    }
+}

@@ -1,0 +1,6 @@
+//! evercert's integration tests: one test binary, one module per area.
+
+#![allow(clippy::unwrap_used)]
+
+mod pebble_smoke;
+mod support;

@@ -1,0 +1,6 @@
+//! Helpers shared by the integration tests.
+
+// Each test module uses a different subset of the helpers.
+#![allow(unreachable_pub, dead_code)]
+
+pub mod pebble;
