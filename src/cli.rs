@@ -12,11 +12,16 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 use time::OffsetDateTime;
 
+use crate::acme::{AcmeClient, RevocationReasonName};
 use crate::config::{self, Config, ConfigErrors, Endpoint};
 use crate::inventory;
+use crate::lock::FileLock;
 use crate::policy::Thresholds;
 use crate::probe;
+use crate::renew::{self, Outcome, RenewRequest};
 use crate::report::{self, Entry};
+use crate::state::FileState;
+use crate::store::FsStore;
 use crate::units::parse_duration;
 
 /// Exit code for bad usage or configuration (renew, status, config check, …).
@@ -196,12 +201,32 @@ fn run(cli: Cli) -> u8 {
             json,
             &targets,
         ),
-        Command::Run | Command::Renew { .. } | Command::Account(_) | Command::Revoke { .. } => {
-            with_config(&config_path, |_| {
-                eprintln!("error: this command is not available in this build yet");
-                EXIT_USAGE
-            })
+        Command::Renew {
+            names,
+            force,
+            dry_run,
+        } => with_config(&config_path, |config| {
+            cmd_renew(
+                config,
+                &RenewRequest {
+                    names,
+                    force,
+                    dry_run,
+                },
+            )
+        }),
+        Command::Account(command) => {
+            with_config(&config_path, |config| cmd_account(config, &command))
         }
+        Command::Revoke { name, reason } => with_config(&config_path, |config| {
+            cmd_revoke(config, &name, reason.as_deref())
+        }),
+        Command::Run => with_config(&config_path, |_| {
+            eprintln!(
+                "error: `evercert run` (the agent) is not available in this build yet; run `evercert renew` from a timer"
+            );
+            EXIT_USAGE
+        }),
     }
 }
 
@@ -252,7 +277,7 @@ fn print_json(entries: &[Entry]) -> bool {
 }
 
 fn cmd_status(config: &Config, json: bool) -> u8 {
-    let now = OffsetDateTime::now_utc();
+    let now = now();
     let entries = match runtime() {
         Ok(runtime) => runtime.block_on(report::gather(config, config.renewal.thresholds, now)),
         Err(err) => {
@@ -316,7 +341,7 @@ fn cmd_check(
         eprintln!("UNKNOWN --critical must not be longer than --warn");
         return EXIT_UNKNOWN;
     }
-    let now = OffsetDateTime::now_utc();
+    let now = now();
     let runtime = match runtime() {
         Ok(runtime) => runtime,
         Err(err) => {
@@ -392,4 +417,213 @@ async fn check_targets(
         }
     }
     entries.into_iter().flatten().collect()
+}
+
+fn cmd_renew(config: &Config, request: &RenewRequest) -> u8 {
+    let unknown = renew::unknown_names(config, &request.names);
+    if !unknown.is_empty() {
+        let known: Vec<&str> = config
+            .certificates
+            .iter()
+            .map(|cert| cert.name.as_str())
+            .collect();
+        eprintln!(
+            "error: no certificate named {} in {}; configured: {}",
+            unknown.join(", "),
+            config.source.display(),
+            if known.is_empty() {
+                "none".to_owned()
+            } else {
+                known.join(", ")
+            }
+        );
+        return EXIT_USAGE;
+    }
+    let runtime = match runtime() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return 1;
+        }
+    };
+    let store = FsStore::new(&config.state_dir);
+    let lock = FileLock::new(config.state_dir.join("locks"));
+    let state = FileState::new(&config.state_dir);
+    let progress = |name: &str, message: &str| {
+        let mut stdout = std::io::stdout().lock();
+        let _ = writeln!(stdout, "{name}: {message}");
+    };
+    let deps = renew::Deps {
+        store: &store,
+        lock: &lock,
+        state: &state,
+        progress: &progress,
+    };
+    if request.dry_run {
+        println!(
+            "dry run against {} (account in {}); nothing live is written, no hook runs",
+            config.acme.staging_directory,
+            renew::account_path(config, true).display()
+        );
+    }
+    let report = runtime.block_on(renew::run(config, request, &deps, now()));
+    let count = |wanted: fn(&Outcome) -> bool| {
+        report
+            .outcomes
+            .iter()
+            .filter(|(_, outcome)| wanted(outcome))
+            .count()
+    };
+    let renewed = count(|outcome| matches!(outcome, Outcome::Renewed { .. }));
+    let dry = count(|outcome| matches!(outcome, Outcome::DryRun { .. }));
+    let not_due = count(|outcome| matches!(outcome, Outcome::NotDue { .. }));
+    let failed = count(|outcome| matches!(outcome, Outcome::Failed(_)));
+    if request.dry_run {
+        println!("dry run: {dry} would be renewed, {not_due} not due, {failed} failed");
+    } else {
+        println!("summary: {renewed} renewed, {not_due} not due, {failed} failed");
+    }
+    report.exit_code()
+}
+
+fn connect(runtime: &tokio::runtime::Runtime, config: &Config) -> Result<AcmeClient, u8> {
+    runtime
+        .block_on(AcmeClient::connect(
+            &config.acme,
+            &config.acme.directory,
+            &config.state_dir,
+            &renew::save_secret,
+        ))
+        .map_err(|err| {
+            eprintln!("error: {err}");
+            1
+        })
+}
+
+fn cmd_account(config: &Config, command: &AccountCommand) -> u8 {
+    let runtime = match runtime() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return 1;
+        }
+    };
+    let mut client = match connect(&runtime, config) {
+        Ok(client) => client,
+        Err(code) => return code,
+    };
+    match command {
+        AccountCommand::Show => {
+            println!("directory:  {}", client.info.directory);
+            println!("account:    {}", client.info.id);
+            println!(
+                "contact:    {}",
+                if client.info.contact.is_empty() {
+                    "(none)".to_owned()
+                } else {
+                    client.info.contact.join(", ")
+                }
+            );
+            if !client.info.created_at.is_empty() {
+                println!("created:    {}", client.info.created_at);
+            }
+            println!(
+                "stored in:  {}",
+                renew::account_path(config, false).display()
+            );
+            0
+        }
+        AccountCommand::Rollover => {
+            match runtime.block_on(client.rollover(&config.state_dir, &renew::save_secret)) {
+                Ok(()) => {
+                    println!(
+                        "account key replaced for {}; the new credentials are saved",
+                        client.info.id
+                    );
+                    0
+                }
+                Err(err) => {
+                    eprintln!("error: key rollover failed: {err}");
+                    1
+                }
+            }
+        }
+        AccountCommand::Deactivate => {
+            let id = client.info.id.clone();
+            match runtime.block_on(client.deactivate(&config.state_dir)) {
+                Ok(aside) => {
+                    println!(
+                        "account {id} is deactivated; its files were moved to {}; the next renewal creates a new account",
+                        aside.display()
+                    );
+                    0
+                }
+                Err(err) => {
+                    eprintln!("error: deactivation failed: {err}");
+                    1
+                }
+            }
+        }
+    }
+}
+
+fn cmd_revoke(config: &Config, name: &str, reason: Option<&str>) -> u8 {
+    let Some(cert) = config.certificate(name) else {
+        eprintln!(
+            "error: no certificate named {name} in {}",
+            config.source.display()
+        );
+        return EXIT_USAGE;
+    };
+    let reason = match reason.map(|text| (text, RevocationReasonName::parse(text))) {
+        None => None,
+        Some((_, Some(reason))) => Some(reason),
+        Some((text, None)) => {
+            eprintln!(
+                "error: unknown revocation reason {text}; use one of {}",
+                RevocationReasonName::NAMES.join(", ")
+            );
+            return EXIT_USAGE;
+        }
+    };
+    let pem = match std::fs::read(&cert.cert_path) {
+        Ok(pem) => pem,
+        Err(err) => {
+            eprintln!(
+                "error: {name}: cannot read {}: {err}",
+                cert.cert_path.display()
+            );
+            return 1;
+        }
+    };
+    let runtime = match runtime() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return 1;
+        }
+    };
+    let client = match connect(&runtime, config) {
+        Ok(client) => client,
+        Err(code) => return code,
+    };
+    match runtime.block_on(client.revoke(&pem, reason)) {
+        Ok(()) => {
+            println!(
+                "{name}: revoked the certificate in {}; run `evercert renew {name} --force` to replace it",
+                cert.cert_path.display()
+            );
+            0
+        }
+        Err(err) => {
+            eprintln!("error: {name}: revocation failed: {err}");
+            1
+        }
+    }
+}
+
+/// Now, in whole seconds: every timestamp evercert prints is whole seconds.
+fn now() -> OffsetDateTime {
+    let now = OffsetDateTime::now_utc();
+    now.replace_nanosecond(0).unwrap_or(now)
 }

@@ -439,14 +439,14 @@ fn defect(cert: &CertificateSettings, file: &CertFile) -> Option<String> {
 }
 
 /// Inspects every managed certificate of a configuration, in parallel for large fleets.
-pub fn inspect_all(config: &Config, now: OffsetDateTime) -> Vec<ManagedStatus> {
+/// `thresholds` are the config's, or those given on the command line (`check --warn`).
+pub fn inspect_all(
+    config: &Config,
+    thresholds: Thresholds,
+    now: OffsetDateTime,
+) -> Vec<ManagedStatus> {
     parallel_map(&config.certificates, |cert| {
-        inspect_managed(
-            cert,
-            config.renew_before(cert),
-            config.renewal.thresholds,
-            now,
-        )
+        inspect_managed(cert, config.renew_before(cert), thresholds, now)
     })
 }
 

@@ -4,10 +4,17 @@
 //! The pure core decides (`policy`, `units`); the modules around it do I/O (`config`,
 //! `inventory`, `probe`, `report`) and `cli` maps commands to them.
 
+pub mod acme;
+pub mod challenge;
 pub mod cli;
 pub mod config;
+pub mod hooks;
 pub mod inventory;
+pub mod lock;
 pub mod policy;
 pub mod probe;
+pub mod renew;
 pub mod report;
+pub mod state;
+pub mod store;
 pub mod units;

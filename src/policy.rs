@@ -115,6 +115,8 @@ pub fn renew_at(
         RenewBefore::Fixed(duration) => duration,
     };
     let at = not_after.checked_sub(before).unwrap_or(not_before);
+    // Whole seconds, like every other timestamp evercert prints.
+    let at = at.replace_nanosecond(0).unwrap_or(at);
     at.clamp(not_before, not_after)
 }
 
@@ -272,13 +274,14 @@ pub fn assess(
             };
             let due = now >= renew_at;
             let expiry = expiry_state(*not_before, *not_after, thresholds, now);
-            let state = if expiry != CertState::Ok {
-                expiry
-            } else if due {
-                CertState::Due
-            } else {
-                CertState::Ok
+            // A defect (key mismatch, names not covered) breaks the next reload of the web
+            // server: worth a warning for monitoring, not just "due".
+            let floor = match (defect.is_some(), due) {
+                (true, _) => CertState::Warning,
+                (false, true) => CertState::Due,
+                (false, false) => CertState::Ok,
             };
+            let state = expiry.max(floor);
             Assessment {
                 state,
                 renew_at,
@@ -428,7 +431,7 @@ mod tests {
         let got = assess(&on_disk, RenewBefore::DEFAULT, Thresholds::default(), NOW);
         assert!(got.due);
         assert_eq!(got.renew_at, NOW);
-        assert_eq!(got.state, CertState::Due);
+        assert_eq!(got.state, CertState::Warning);
         let missing = assess(
             &OnDisk::Missing,
             RenewBefore::DEFAULT,

@@ -178,7 +178,7 @@ pub async fn probe_endpoint(
 
 /// Entries for everything in the configuration: managed certificates, then monitors.
 pub async fn gather(config: &Config, thresholds: Thresholds, now: OffsetDateTime) -> Vec<Entry> {
-    let mut entries: Vec<Entry> = inventory::inspect_all(config, now)
+    let mut entries: Vec<Entry> = inventory::inspect_all(config, thresholds, now)
         .iter()
         .map(|status| managed_entry(status, now))
         .collect();

@@ -2,5 +2,6 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod cli_inventory;
 mod pebble_smoke;
 mod support;

@@ -3,4 +3,6 @@
 // Each test module uses a different subset of the helpers.
 #![allow(unreachable_pub, dead_code)]
 
+pub mod certs;
 pub mod pebble;
+pub mod webserver;

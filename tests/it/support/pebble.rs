@@ -13,7 +13,8 @@
 //!   "address already in use" for its DNS server and keeps running. Both are treated as
 //!   "pick other ports and retry".
 //! - The config honours `externalAccountMACKeys` (kid -> base64url HMAC key) and
-//!   `certificateValidityPeriod` (seconds), although upstream docs of 2.4 do not mention them.
+//!   `certificateValidityPeriod` (seconds: notBefore = issuance time, notAfter =
+//!   notBefore + period - 1 s), so short-lived certificates can come from Pebble itself.
 //! - Pebble generates a new issuing root and intermediate on every start, served on its
 //!   management port at `/roots/0` and `/intermediates/0`.
 

@@ -1,0 +1,432 @@
+//! Proving control of a name to the CA: http-01 (webroot or evercert's own responder),
+//! dns-01 (an operator's hook) and tls-alpn-01 (evercert's own responder).
+//!
+//! Responders are shared per listen address within one run, so twenty certificates renewed
+//! together use one port-80 listener; it is bound only while a run needs it and closed when
+//! the last user drops it. Whatever is presented is cleaned up, on success and on failure.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration as StdDuration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use crate::config::ChallengeSettings;
+use crate::hooks;
+
+/// What the CA asks for one identifier, computed by the ACME module.
+#[derive(Debug, Clone)]
+pub struct ChallengeResponse {
+    /// The identifier without a wildcard prefix (`example.com` for `*.example.com`).
+    pub domain: String,
+    pub token: String,
+    /// For http-01: served at `/.well-known/acme-challenge/TOKEN`.
+    pub key_authorization: String,
+    /// For dns-01: the TXT value.
+    pub dns_value: String,
+    /// For tls-alpn-01: SHA-256 of the key authorization, put in the acmeIdentifier extension.
+    pub alpn_digest: Vec<u8>,
+}
+
+/// The three challenge kinds evercert can answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChallengeKind {
+    Http01,
+    Dns01,
+    TlsAlpn01,
+}
+
+impl ChallengeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Http01 => "http-01",
+            Self::Dns01 => "dns-01",
+            Self::TlsAlpn01 => "tls-alpn-01",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ChallengeError {
+    #[error(
+        "cannot write the http-01 token {path}: {message}; is the webroot writable by evercert?"
+    )]
+    Webroot { path: PathBuf, message: String },
+    #[error(
+        "cannot listen on {addr} for {kind}: {message}; is another server bound there (stop it, or use a webroot)?"
+    )]
+    Bind {
+        addr: SocketAddr,
+        kind: &'static str,
+        message: String,
+    },
+    #[error("dns-01 hook failed for {domain}: {message}")]
+    Hook { domain: String, message: String },
+    #[error("cannot build the tls-alpn-01 certificate for {domain}: {message}")]
+    AlpnCertificate { domain: String, message: String },
+}
+
+/// Something presented that must be removed afterwards.
+#[derive(Debug)]
+pub enum Presented {
+    WebrootFile(PathBuf),
+    ResponderToken {
+        responder: Arc<HttpResponder>,
+        token: String,
+    },
+    DnsRecord {
+        hook: String,
+        domain: String,
+        record: String,
+        value: String,
+    },
+    AlpnCert {
+        responder: Arc<AlpnResponder>,
+        domain: String,
+    },
+}
+
+/// Shared responders of one run, keyed by listen address.
+#[derive(Debug, Default)]
+pub struct Responders {
+    http: Mutex<HashMap<SocketAddr, Weak<HttpResponder>>>,
+    alpn: Mutex<HashMap<SocketAddr, Weak<AlpnResponder>>>,
+}
+
+impl Responders {
+    async fn http(&self, addr: SocketAddr) -> Result<Arc<HttpResponder>, ChallengeError> {
+        if let Some(existing) = lock(&self.http).get(&addr).and_then(Weak::upgrade) {
+            return Ok(existing);
+        }
+        let responder = Arc::new(HttpResponder::bind(addr).await?);
+        let mut map = lock(&self.http);
+        // Another task may have bound it meanwhile; binding twice would have failed, so the
+        // one in the map (if alive) is ours or theirs and either serves.
+        if let Some(existing) = map.get(&addr).and_then(Weak::upgrade) {
+            return Ok(existing);
+        }
+        map.insert(addr, Arc::downgrade(&responder));
+        Ok(responder)
+    }
+
+    async fn alpn(&self, addr: SocketAddr) -> Result<Arc<AlpnResponder>, ChallengeError> {
+        if let Some(existing) = lock(&self.alpn).get(&addr).and_then(Weak::upgrade) {
+            return Ok(existing);
+        }
+        let responder = Arc::new(AlpnResponder::bind(addr).await?);
+        let mut map = lock(&self.alpn);
+        if let Some(existing) = map.get(&addr).and_then(Weak::upgrade) {
+            return Ok(existing);
+        }
+        map.insert(addr, Arc::downgrade(&responder));
+        Ok(responder)
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// How one certificate's challenges are answered.
+pub fn kind_of(settings: &ChallengeSettings) -> ChallengeKind {
+    match settings {
+        ChallengeSettings::Http01Webroot(_) | ChallengeSettings::Http01Listen(_) => {
+            ChallengeKind::Http01
+        }
+        ChallengeSettings::Dns01 { .. } => ChallengeKind::Dns01,
+        ChallengeSettings::TlsAlpn01 { .. } => ChallengeKind::TlsAlpn01,
+    }
+}
+
+/// Makes the response to one challenge available.
+pub async fn present(
+    settings: &ChallengeSettings,
+    responders: &Responders,
+    response: &ChallengeResponse,
+) -> Result<Presented, ChallengeError> {
+    match settings {
+        ChallengeSettings::Http01Webroot(webroot) => {
+            write_token(webroot, &response.token, &response.key_authorization)
+        }
+        ChallengeSettings::Http01Listen(addr) => {
+            let responder = responders.http(*addr).await?;
+            responder.add(&response.token, &response.key_authorization);
+            Ok(Presented::ResponderToken {
+                responder,
+                token: response.token.clone(),
+            })
+        }
+        ChallengeSettings::Dns01 { hook, .. } => {
+            let record = format!("_acme-challenge.{}", response.domain);
+            hooks::run_dns_hook(
+                hook,
+                "present",
+                &response.domain,
+                &record,
+                &response.dns_value,
+            )
+            .await
+            .map_err(|err| ChallengeError::Hook {
+                domain: response.domain.clone(),
+                message: err.to_string(),
+            })?;
+            Ok(Presented::DnsRecord {
+                hook: hook.clone(),
+                domain: response.domain.clone(),
+                record,
+                value: response.dns_value.clone(),
+            })
+        }
+        ChallengeSettings::TlsAlpn01 { listen } => {
+            let responder = responders.alpn(*listen).await?;
+            responder.add(&response.domain, &response.alpn_digest)?;
+            Ok(Presented::AlpnCert {
+                responder,
+                domain: response.domain.clone(),
+            })
+        }
+    }
+}
+
+/// Removes what `present` made; failures are logged, never fatal (the order's outcome is
+/// what matters, and a leftover token is harmless).
+pub async fn cleanup(presented: Presented) {
+    match presented {
+        Presented::WebrootFile(path) => {
+            if let Err(err) = std::fs::remove_file(&path)
+                && err.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::warn!("cannot remove the http-01 token {}: {err}", path.display());
+            }
+        }
+        Presented::ResponderToken { responder, token } => responder.remove(&token),
+        Presented::DnsRecord {
+            hook,
+            domain,
+            record,
+            value,
+        } => {
+            if let Err(err) = hooks::run_dns_hook(&hook, "cleanup", &domain, &record, &value).await
+            {
+                tracing::warn!(
+                    "dns-01 cleanup for {domain} failed: {err}; remove the TXT record {record} by hand"
+                );
+            }
+        }
+        Presented::AlpnCert { responder, domain } => responder.remove(&domain),
+    }
+}
+
+fn write_token(
+    webroot: &Path,
+    token: &str,
+    key_authorization: &str,
+) -> Result<Presented, ChallengeError> {
+    use std::io::Write;
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    // The token comes from the CA: refuse anything that could escape the directory.
+    let safe = !token.is_empty()
+        && token
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    let dir = webroot.join(".well-known").join("acme-challenge");
+    let path = dir.join(token);
+    let error = |message: String| ChallengeError::Webroot {
+        path: path.clone(),
+        message,
+    };
+    if !safe {
+        return Err(error(format!("the CA sent an unsafe token {token:?}")));
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(&dir)
+        .map_err(|err| error(err.to_string()))?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o644)
+        .open(&path)
+        .map_err(|err| error(err.to_string()))?;
+    file.write_all(key_authorization.as_bytes())
+        .map_err(|err| error(err.to_string()))?;
+    Ok(Presented::WebrootFile(path))
+}
+
+/// evercert's own http-01 responder: answers `/.well-known/acme-challenge/TOKEN` and
+/// nothing else.
+#[derive(Debug)]
+pub struct HttpResponder {
+    tokens: Arc<Mutex<HashMap<String, String>>>,
+    task: JoinHandle<()>,
+}
+
+impl HttpResponder {
+    async fn bind(addr: SocketAddr) -> Result<Self, ChallengeError> {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|err| ChallengeError::Bind {
+                addr,
+                kind: "http-01",
+                message: err.to_string(),
+            })?;
+        let tokens: Arc<Mutex<HashMap<String, String>>> = Arc::default();
+        let served = tokens.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let _ = stream.set_nodelay(true);
+                let served = served.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |request: Request<hyper::body::Incoming>| {
+                        let answer = request
+                            .uri()
+                            .path()
+                            .strip_prefix("/.well-known/acme-challenge/")
+                            .and_then(|token| lock(&served).get(token).cloned());
+                        async move {
+                            Ok::<_, std::convert::Infallible>(match answer {
+                                Some(body) => Response::new(Full::new(Bytes::from(body))),
+                                None => {
+                                    let mut response = Response::new(Full::new(
+                                        Bytes::from_static(b"not found\n"),
+                                    ));
+                                    *response.status_mut() = StatusCode::NOT_FOUND;
+                                    response
+                                }
+                            })
+                        }
+                    });
+                    let connection = http1::Builder::new()
+                        .timer(hyper_util::rt::TokioTimer::new())
+                        .header_read_timeout(StdDuration::from_secs(10))
+                        .serve_connection(TokioIo::new(stream), service);
+                    let _ = tokio::time::timeout(StdDuration::from_secs(30), connection).await;
+                });
+            }
+        });
+        Ok(Self { tokens, task })
+    }
+
+    fn add(&self, token: &str, key_authorization: &str) {
+        lock(&self.tokens).insert(token.to_owned(), key_authorization.to_owned());
+    }
+
+    fn remove(&self, token: &str) {
+        lock(&self.tokens).remove(token);
+    }
+}
+
+impl Drop for HttpResponder {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// evercert's own tls-alpn-01 responder (RFC 8737): a TLS listener that, for ALPN
+/// `acme-tls/1`, presents a self-signed certificate carrying the acmeIdentifier extension.
+#[derive(Debug)]
+pub struct AlpnResponder {
+    certs: Arc<AlpnCerts>,
+    task: JoinHandle<()>,
+}
+
+#[derive(Debug, Default)]
+struct AlpnCerts(Mutex<HashMap<String, Arc<CertifiedKey>>>);
+
+impl ResolvesServerCert for AlpnCerts {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let name = hello.server_name()?.to_ascii_lowercase();
+        lock(&self.0).get(&name).cloned()
+    }
+}
+
+impl AlpnResponder {
+    async fn bind(addr: SocketAddr) -> Result<Self, ChallengeError> {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|err| ChallengeError::Bind {
+                addr,
+                kind: "tls-alpn-01",
+                message: err.to_string(),
+            })?;
+        let certs = Arc::new(AlpnCerts::default());
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS12, &rustls::version::TLS13])
+            .map_err(|err| ChallengeError::Bind {
+                addr,
+                kind: "tls-alpn-01",
+                message: err.to_string(),
+            })?
+            .with_no_client_auth()
+            .with_cert_resolver(certs.clone());
+        config.alpn_protocols = vec![b"acme-tls/1".to_vec()];
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    // The validation is the handshake itself; the connection is then closed.
+                    let _ =
+                        tokio::time::timeout(StdDuration::from_secs(10), acceptor.accept(stream))
+                            .await;
+                });
+            }
+        });
+        Ok(Self { certs, task })
+    }
+
+    fn add(&self, domain: &str, digest: &[u8]) -> Result<(), ChallengeError> {
+        let error = |message: String| ChallengeError::AlpnCertificate {
+            domain: domain.to_owned(),
+            message,
+        };
+        let key = rcgen::KeyPair::generate().map_err(|err| error(err.to_string()))?;
+        let mut params = rcgen::CertificateParams::new(vec![domain.to_owned()])
+            .map_err(|err| error(err.to_string()))?;
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params
+            .custom_extensions
+            .push(rcgen::CustomExtension::new_acme_identifier(digest));
+        let cert = params
+            .self_signed(&key)
+            .map_err(|err| error(err.to_string()))?;
+        let key_der = rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
+        let provider = rustls::crypto::aws_lc_rs::default_provider();
+        let certified = CertifiedKey::from_der(vec![cert.der().clone()], key_der, &provider)
+            .map_err(|err| error(err.to_string()))?;
+        lock(&self.certs.0).insert(domain.to_ascii_lowercase(), Arc::new(certified));
+        Ok(())
+    }
+
+    fn remove(&self, domain: &str) {
+        lock(&self.certs.0).remove(&domain.to_ascii_lowercase());
+    }
+}
+
+impl Drop for AlpnResponder {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

@@ -1,0 +1,285 @@
+//! One renewal per certificate at a time, across processes.
+//!
+//! An advisory `flock` on `STATE_DIR/locks/NAME.lock`. The kernel drops it when the holder's
+//! file is closed, also when the process is killed, so a crashed run never leaves a stale lock
+//! behind. The holder writes its pid into the file only so that a waiting run can name it.
+
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::store;
+
+const POLL: Duration = Duration::from_millis(100);
+
+/// Serialises renewals of one certificate. Kept behind a trait: a fleet backend (etcd) comes
+/// later.
+pub trait RenewLock: Send + Sync {
+    /// Takes the lock for `name`, waiting up to `wait` for another holder to finish.
+    fn acquire(&self, name: &str, wait: Duration) -> Result<LockGuard, LockError>;
+}
+
+/// Holds the lock until dropped.
+#[derive(Debug)]
+pub struct LockGuard {
+    file: File,
+    name: String,
+}
+
+impl LockGuard {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl Drop for LockGuard {
+    fn drop(&mut self) {
+        // Closing the file releases it too; unlocking first just makes the order explicit.
+        let _ = self.file.unlock();
+    }
+}
+
+/// Why the lock was not taken.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum LockError {
+    #[error(
+        "certificate \"{name}\" is being renewed by another evercert{}; waited {} — try again when it finishes",
+        holder(*.holder_pid),
+        waited_for(*.waited)
+    )]
+    Busy {
+        name: String,
+        holder_pid: Option<u32>,
+        waited: Duration,
+    },
+    #[error(
+        "certificate name {name:?} cannot be used as a file name; use letters, digits, '.', '-' and '_', not starting with '.'"
+    )]
+    InvalidName { name: String },
+    #[error(
+        "certificate \"{name}\": cannot {action} the lock file {path}: {message}; give evercert write access to its directory (systemd: ReadWritePaths=)"
+    )]
+    Io {
+        name: String,
+        action: &'static str,
+        path: PathBuf,
+        message: String,
+    },
+}
+
+fn holder(pid: Option<u32>) -> String {
+    pid.map(|pid| format!(" (pid {pid})")).unwrap_or_default()
+}
+
+fn waited_for(waited: Duration) -> String {
+    if waited >= Duration::from_secs(1) {
+        format!("{}s", waited.as_secs())
+    } else {
+        format!("{}ms", waited.as_millis())
+    }
+}
+
+/// Lock files in one directory, usually `STATE_DIR/locks`.
+#[derive(Debug, Clone)]
+pub struct FileLock {
+    dir: PathBuf,
+}
+
+impl FileLock {
+    /// `dir` is the lock directory itself (`STATE_DIR/locks`); it is created on first use.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self { dir: dir.into() }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}.lock"))
+    }
+
+    fn open(&self, name: &str, path: &Path) -> Result<File, LockError> {
+        let io_error = |action, path: &Path, err: io::Error| LockError::Io {
+            name: name.to_owned(),
+            action,
+            path: path.to_owned(),
+            message: err.to_string(),
+        };
+        store::ensure_dir(&self.dir)
+            .map_err(|(dir, err)| io_error("create the directory of", &dir, err))?;
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o644)
+            // A symlink planted at the lock's name must not make us write the pid elsewhere.
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+            .open(path)
+            .map_err(|err| io_error("open", path, err))
+    }
+}
+
+impl RenewLock for FileLock {
+    fn acquire(&self, name: &str, wait: Duration) -> Result<LockGuard, LockError> {
+        if store::check_name(name).is_err() {
+            return Err(LockError::InvalidName {
+                name: name.to_owned(),
+            });
+        }
+        let path = self.path(name);
+        let file = self.open(name, &path)?;
+        let started = Instant::now();
+        loop {
+            match file.try_lock() {
+                Ok(()) => break,
+                Err(TryLockError::WouldBlock) => {
+                    let waited = started.elapsed();
+                    if waited >= wait {
+                        return Err(LockError::Busy {
+                            name: name.to_owned(),
+                            holder_pid: read_pid(&file),
+                            waited,
+                        });
+                    }
+                    std::thread::sleep(POLL.min(wait - waited));
+                }
+                Err(TryLockError::Error(err)) => {
+                    return Err(LockError::Io {
+                        name: name.to_owned(),
+                        action: "lock",
+                        path,
+                        message: err.to_string(),
+                    });
+                }
+            }
+        }
+        // Only informative, so a failure to record the pid does not fail the renewal.
+        let pid = format!("{}\n", std::process::id());
+        let _ = file
+            .set_len(0)
+            .and_then(|()| file.write_all_at(pid.as_bytes(), 0));
+        Ok(LockGuard {
+            file,
+            name: name.to_owned(),
+        })
+    }
+}
+
+fn read_pid(file: &File) -> Option<u32> {
+    let mut buf = [0_u8; 32];
+    let len = file.read_at(&mut buf, 0).ok()?;
+    std::str::from_utf8(&buf[..len]).ok()?.trim().parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    #[test]
+    fn a_second_holder_in_one_process_gets_busy_after_the_wait() {
+        let tmp = tempfile::tempdir().unwrap();
+        let locks = FileLock::new(tmp.path().join("state/locks"));
+        let first = locks.acquire("shop", Duration::ZERO).unwrap();
+        assert_eq!(first.name(), "shop");
+
+        let started = Instant::now();
+        let err = locks
+            .acquire("shop", Duration::from_millis(300))
+            .unwrap_err();
+        assert!(started.elapsed() >= Duration::from_millis(300));
+        match &err {
+            LockError::Busy {
+                name,
+                holder_pid,
+                waited,
+            } => {
+                assert_eq!(name, "shop");
+                assert_eq!(*holder_pid, Some(std::process::id()));
+                assert!(*waited >= Duration::from_millis(300));
+            }
+            other => panic!("expected Busy, got {other}"),
+        }
+        let message = err.to_string();
+        assert!(
+            message.starts_with(&format!(
+                "certificate \"shop\" is being renewed by another evercert (pid {})",
+                std::process::id()
+            )),
+            "{message}"
+        );
+        assert!(message.contains("try again when it finishes"), "{message}");
+
+        // Other certificates are not held up.
+        let _other = locks.acquire("blog", Duration::ZERO).unwrap();
+        drop(first);
+        let _again = locks.acquire("shop", Duration::ZERO).unwrap();
+    }
+
+    #[test]
+    fn a_lock_held_by_a_killed_process_does_not_block() {
+        let tmp = tempfile::tempdir().unwrap();
+        let locks = FileLock::new(tmp.path().join("locks"));
+        std::fs::create_dir_all(tmp.path().join("locks")).unwrap();
+        let path = locks.path("shop");
+        // bash holds fd 9 (and its flock) across `exec sleep`, so the child's pid is the holder.
+        let mut child = Command::new("bash")
+            .arg("-c")
+            .arg(r#"exec 9>>"$0"; flock 9; echo $$ >&9; echo locked; exec sleep 60"#)
+            .arg(&path)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "locked");
+
+        let err = locks
+            .acquire("shop", Duration::from_millis(150))
+            .unwrap_err();
+        assert!(
+            matches!(err, LockError::Busy { holder_pid: Some(pid), .. } if pid == child.id()),
+            "{err}"
+        );
+
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let guard = locks.acquire("shop", Duration::from_secs(2)).unwrap();
+        let recorded = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(recorded.trim(), std::process::id().to_string());
+        drop(guard);
+    }
+
+    #[test]
+    fn bad_names_are_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let locks = FileLock::new(tmp.path());
+        for bad in ["", "../shop", ".hidden", "a/b"] {
+            assert!(
+                matches!(
+                    locks.acquire(bad, Duration::ZERO),
+                    Err(LockError::InvalidName { .. })
+                ),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_symlink_planted_at_the_lock_name_is_not_followed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let victim = tmp.path().join("victim");
+        std::fs::write(&victim, "precious").unwrap();
+        let locks = FileLock::new(tmp.path().join("locks"));
+        std::fs::create_dir_all(tmp.path().join("locks")).unwrap();
+        std::os::unix::fs::symlink(&victim, locks.path("shop")).unwrap();
+        let err = locks.acquire("shop", Duration::ZERO).unwrap_err();
+        assert!(matches!(err, LockError::Io { .. }), "{err}");
+        assert!(err.to_string().contains("shop.lock"), "{err}");
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+    }
+}

@@ -1,0 +1,768 @@
+//! The renewal pipeline: lock → inspect → decide → order → check → store → reload → verify
+//! → record. `evercert renew` runs it once; the agent runs it when its schedule says so.
+//!
+//! Live files change only through the store's single atomic flip, after the new pair was
+//! checked (chain parses, key matches, names covered, not expired). A failed reload or a
+//! server that keeps serving the old certificate flips back to the previous version and
+//! reloads again, so the server ends on a pair that worked.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use futures_util::stream;
+use time::OffsetDateTime;
+
+use crate::acme::{AcmeClient, AcmeError, FailureKind, OrderRequest};
+use crate::challenge::Responders;
+use crate::config::{CertificateSettings, Config, Endpoint};
+use crate::hooks;
+use crate::inventory::{self, CertFile};
+use crate::lock::RenewLock;
+use crate::probe;
+use crate::state::StateStore;
+use crate::store::{CertStore, Installed, NewPair, Target, VersionId};
+
+/// How many orders run at once: enough to hide round trips, few enough not to look like a
+/// flood to the CA.
+const CONCURRENT_ORDERS: usize = 16;
+/// How long to wait for another evercert renewing the same certificate.
+const LOCK_WAIT: Duration = Duration::from_secs(60);
+/// How long a verify endpoint may take to start serving the new certificate.
+const VERIFY_WINDOW: Duration = Duration::from_secs(15);
+
+/// What the caller asked for.
+#[derive(Debug, Clone, Default)]
+pub struct RenewRequest {
+    /// Only these certificates (all when empty).
+    pub names: Vec<String>,
+    /// Renew even if not due.
+    pub force: bool,
+    /// Against the staging CA, writing nothing live and reloading nothing.
+    pub dry_run: bool,
+}
+
+/// What happened to one certificate.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    NotDue {
+        renew_at: OffsetDateTime,
+    },
+    Renewed {
+        serial: String,
+        not_after: OffsetDateTime,
+        version: VersionId,
+    },
+    DryRun {
+        serial: String,
+        not_after: OffsetDateTime,
+    },
+    Failed(Failure),
+}
+
+/// A failed renewal: at which step, why, and how soon it is worth trying again.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    pub step: &'static str,
+    pub message: String,
+    pub kind: FailureKind,
+    pub retry_after: Option<OffsetDateTime>,
+}
+
+impl Failure {
+    fn new(step: &'static str, kind: FailureKind, message: impl Into<String>) -> Self {
+        Self {
+            step,
+            message: message.into(),
+            kind,
+            retry_after: None,
+        }
+    }
+
+    fn from_acme(err: AcmeError) -> Self {
+        Self {
+            step: "order",
+            message: err.message,
+            kind: err.kind,
+            retry_after: err.retry_after.map(OffsetDateTime::from),
+        }
+    }
+}
+
+/// Everything the pipeline needs from outside, so the agent and tests can supply their own.
+pub struct Deps<'a> {
+    pub store: &'a dyn CertStore,
+    pub lock: &'a dyn RenewLock,
+    pub state: &'a dyn StateStore,
+    /// Progress lines (`shop: ordering`); the CLI prints them.
+    pub progress: &'a (dyn Fn(&str, &str) + Sync),
+}
+
+/// The result of one run, in configuration order.
+#[derive(Debug, Default)]
+pub struct RunReport {
+    pub outcomes: Vec<(String, Outcome)>,
+}
+
+impl RunReport {
+    /// `renew`'s exit code: 1 when any certificate failed.
+    pub fn exit_code(&self) -> u8 {
+        u8::from(
+            self.outcomes
+                .iter()
+                .any(|(_, outcome)| matches!(outcome, Outcome::Failed(_))),
+        )
+    }
+}
+
+/// Names that are not configured, for a usage error.
+pub fn unknown_names<'a>(config: &Config, names: &'a [String]) -> Vec<&'a str> {
+    names
+        .iter()
+        .filter(|name| config.certificate(name).is_none())
+        .map(String::as_str)
+        .collect()
+}
+
+fn target(cert: &CertificateSettings) -> Target<'_> {
+    Target {
+        name: &cert.name,
+        cert_path: &cert.cert_path,
+        key_path: &cert.key_path,
+        key_mode: cert.key_mode,
+        owner: cert.owner.as_deref(),
+        group: cert.group.as_deref(),
+    }
+}
+
+/// Saves a secret file through the store's atomic writer (mode 0600).
+pub fn save_secret(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    if let Some(dir) = path.parent() {
+        create_private_dir(dir).map_err(|err| err.to_string())?;
+    }
+    crate::store::write_atomic(path, bytes, 0o600).map_err(|err| err.to_string())
+}
+
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
+
+/// Runs the pipeline for the selected certificates.
+pub async fn run(
+    config: &Config,
+    request: &RenewRequest,
+    deps: &Deps<'_>,
+    now: OffsetDateTime,
+) -> RunReport {
+    let selected: Vec<&CertificateSettings> = config
+        .certificates
+        .iter()
+        .filter(|cert| request.names.is_empty() || request.names.contains(&cert.name))
+        .collect();
+
+    // Decide first: a run where nothing is due touches no network at all.
+    let mut due = Vec::new();
+    let mut report = BTreeMap::new();
+    for cert in &selected {
+        let status = inventory::inspect_managed(
+            cert,
+            config.renew_before(cert),
+            config.renewal.thresholds,
+            now,
+        );
+        if status.assessment.due || request.force {
+            due.push((*cert, status.file));
+        } else {
+            (deps.progress)(
+                &cert.name,
+                &format!(
+                    "not due (renews at {})",
+                    rfc3339(status.assessment.renew_at)
+                ),
+            );
+            report.insert(
+                cert.name.clone(),
+                Outcome::NotDue {
+                    renew_at: status.assessment.renew_at,
+                },
+            );
+        }
+    }
+    if due.is_empty() {
+        return ordered(&selected, report);
+    }
+
+    let directory = if request.dry_run {
+        &config.acme.staging_directory
+    } else {
+        &config.acme.directory
+    };
+    let client =
+        match AcmeClient::connect(&config.acme, directory, &config.state_dir, &save_secret).await {
+            Ok(client) => Arc::new(client),
+            Err(err) => {
+                let failure = Failure {
+                    step: "account",
+                    message: err.message,
+                    kind: err.kind,
+                    retry_after: err.retry_after.map(OffsetDateTime::from),
+                };
+                for (cert, _) in &due {
+                    (deps.progress)(&cert.name, &format!("failed: {}", failure.message));
+                    record_failure(deps, &cert.name, &failure, now, request.dry_run);
+                    report.insert(cert.name.clone(), Outcome::Failed(failure.clone()));
+                }
+                return ordered(&selected, report);
+            }
+        };
+    let responders = Responders::default();
+
+    let issued: Vec<(&CertificateSettings, Result<Stored, Failure>)> = stream::iter(due)
+        .map(|(cert, current)| {
+            let client = client.clone();
+            let responders = &responders;
+            async move {
+                let result = order_and_store(
+                    config,
+                    cert,
+                    current.as_ref(),
+                    &client,
+                    responders,
+                    deps,
+                    request.dry_run,
+                )
+                .await;
+                (cert, result)
+            }
+        })
+        .buffer_unordered(CONCURRENT_ORDERS)
+        .collect()
+        .await;
+    drop(responders);
+
+    let mut stored = Vec::new();
+    for (cert, result) in issued {
+        match result {
+            Ok(Stored::DryRun { serial, not_after }) => {
+                report.insert(cert.name.clone(), Outcome::DryRun { serial, not_after });
+            }
+            Ok(Stored::Live(live)) => stored.push((cert, live)),
+            Err(failure) => {
+                (deps.progress)(
+                    &cert.name,
+                    &format!("failed at {}: {}", failure.step, failure.message),
+                );
+                record_failure(deps, &cert.name, &failure, now, request.dry_run);
+                report.insert(cert.name.clone(), Outcome::Failed(failure));
+            }
+        }
+    }
+
+    for (cert, result) in reload_and_verify(stored, deps).await {
+        match result {
+            Ok(live) => {
+                let mut history = deps.state.load(&cert.name);
+                history.record_success(&live.serial, now);
+                if let Err(err) = deps.state.save(&cert.name, &history) {
+                    tracing::warn!("{}: {err}", cert.name);
+                }
+                (deps.progress)(
+                    &cert.name,
+                    &format!(
+                        "renewed: serial {}, expires {}",
+                        live.serial,
+                        rfc3339(live.not_after)
+                    ),
+                );
+                report.insert(
+                    cert.name.clone(),
+                    Outcome::Renewed {
+                        serial: live.serial,
+                        not_after: live.not_after,
+                        version: live.installed.version,
+                    },
+                );
+            }
+            Err(failure) => {
+                (deps.progress)(
+                    &cert.name,
+                    &format!("failed at {}: {}", failure.step, failure.message),
+                );
+                record_failure(deps, &cert.name, &failure, now, false);
+                report.insert(cert.name.clone(), Outcome::Failed(failure));
+            }
+        }
+    }
+    ordered(&selected, report)
+}
+
+fn ordered(selected: &[&CertificateSettings], mut report: BTreeMap<String, Outcome>) -> RunReport {
+    RunReport {
+        outcomes: selected
+            .iter()
+            .filter_map(|cert| {
+                report
+                    .remove(&cert.name)
+                    .map(|outcome| (cert.name.clone(), outcome))
+            })
+            .collect(),
+    }
+}
+
+fn record_failure(
+    deps: &Deps<'_>,
+    name: &str,
+    failure: &Failure,
+    now: OffsetDateTime,
+    dry_run: bool,
+) {
+    if dry_run {
+        return;
+    }
+    let mut history = deps.state.load(name);
+    history.record_failure(failure.kind, &failure.message, failure.retry_after, now);
+    if let Err(err) = deps.state.save(name, &history) {
+        tracing::warn!("{name}: {err}");
+    }
+}
+
+/// A new version made live, not yet reloaded or verified.
+#[derive(Debug)]
+struct Live {
+    serial: String,
+    not_after: OffsetDateTime,
+    installed: Installed,
+}
+
+enum Stored {
+    Live(Live),
+    DryRun {
+        serial: String,
+        not_after: OffsetDateTime,
+    },
+}
+
+async fn acquire_lock(deps: &Deps<'_>, name: &str) -> Result<crate::lock::LockGuard, Failure> {
+    let started = std::time::Instant::now();
+    let mut announced = false;
+    loop {
+        match deps.lock.acquire(name, Duration::ZERO) {
+            Ok(guard) => return Ok(guard),
+            Err(crate::lock::LockError::Busy { .. }) if started.elapsed() < LOCK_WAIT => {
+                if !announced {
+                    (deps.progress)(
+                        name,
+                        "another evercert is renewing this certificate; waiting",
+                    );
+                    announced = true;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(err) => {
+                return Err(Failure::new(
+                    "lock",
+                    FailureKind::Transient,
+                    err.to_string(),
+                ));
+            }
+        }
+    }
+}
+
+async fn order_and_store(
+    config: &Config,
+    cert: &CertificateSettings,
+    current: Option<&CertFile>,
+    client: &AcmeClient,
+    responders: &Responders,
+    deps: &Deps<'_>,
+    dry_run: bool,
+) -> Result<Stored, Failure> {
+    let name = cert.name.as_str();
+    let _guard = if dry_run {
+        None
+    } else {
+        Some(acquire_lock(deps, name).await?)
+    };
+    if !dry_run {
+        deps.store
+            .recover(&target(cert))
+            .map_err(|err| Failure::new("store", FailureKind::Permanent, err.to_string()))?;
+    }
+    let reuse_key = if cert.reuse_key {
+        std::fs::read_to_string(&cert.key_path).ok()
+    } else {
+        None
+    };
+    let current_pem = if current.is_some() {
+        std::fs::read(&cert.cert_path).ok()
+    } else {
+        None
+    };
+    (deps.progress)(
+        name,
+        &format!(
+            "ordering {} from {}",
+            cert.domains.join(", "),
+            client.directory()
+        ),
+    );
+    let request = OrderRequest {
+        name,
+        domains: &cert.domains,
+        key_type: cert.key_type,
+        reuse_key: reuse_key.as_deref(),
+        profile: config.acme.profile.as_deref(),
+        replaces: if config.renewal.ari {
+            current_pem.as_deref()
+        } else {
+            None
+        },
+        challenge: &cert.challenge,
+    };
+    let progress = |step: &str| (deps.progress)(name, step);
+    let issued = client
+        .issue(&request, responders, &progress)
+        .await
+        .map_err(Failure::from_acme)?;
+    let now = OffsetDateTime::now_utc();
+    let file = check_issued(&issued.chain_pem, &issued.key_pem, &cert.domains, now).map_err(
+        |message| {
+            Failure::new(
+                "check",
+                FailureKind::Transient,
+                format!("the CA's certificate was not written: {message}"),
+            )
+        },
+    )?;
+    let serial = file.leaf.serial.clone();
+    let not_after = file.leaf.not_after;
+    (deps.progress)(
+        name,
+        &format!("issued serial {serial}, expires {}", rfc3339(not_after)),
+    );
+    if dry_run {
+        dry_run_check(cert, &issued.chain_pem, &issued.key_pem, deps)?;
+        return Ok(Stored::DryRun { serial, not_after });
+    }
+    let pair = NewPair {
+        key_pem: issued.key_pem.as_bytes(),
+        chain_pem: issued.chain_pem.as_bytes(),
+        serial: &serial,
+        not_after,
+        domains: &cert.domains,
+    };
+    let installed = deps
+        .store
+        .install(&target(cert), &pair)
+        .map_err(|err| Failure::new("store", FailureKind::Permanent, err.to_string()))?;
+    (deps.progress)(
+        name,
+        &format!(
+            "written {} and {} (version {})",
+            cert.cert_path.display(),
+            cert.key_path.display(),
+            installed.version.0
+        ),
+    );
+    Ok(Stored::Live(Live {
+        serial,
+        not_after,
+        installed,
+    }))
+}
+
+/// What must hold before a new pair may replace a working one.
+pub fn check_issued(
+    chain_pem: &str,
+    key_pem: &str,
+    domains: &[String],
+    now: OffsetDateTime,
+) -> Result<CertFile, String> {
+    let ders: Vec<_> = rustls::pki_types::CertificateDer::pem_slice_iter(chain_pem.as_bytes())
+        .collect::<Result<_, _>>()
+        .map_err(|err| format!("the chain is not valid PEM: {err}"))?;
+    if ders.is_empty() {
+        return Err("the CA sent no certificate".into());
+    }
+    let file = inventory::facts_of_chain(&ders)
+        .map_err(|problem| format!("the chain does not parse or is out of order: {problem:?}"))?;
+    let public_key = inventory::public_key_of_pem(key_pem.as_bytes())
+        .ok_or("the new private key cannot be read back")?;
+    if public_key != file.leaf.public_key {
+        return Err("the certificate is not for the new key".into());
+    }
+    let uncovered = file.leaf.uncovered(domains);
+    if !uncovered.is_empty() {
+        return Err(format!(
+            "the certificate does not cover {}",
+            uncovered.join(", ")
+        ));
+    }
+    if file.leaf.not_after <= now {
+        return Err(format!(
+            "the certificate is already expired ({})",
+            rfc3339(file.leaf.not_after)
+        ));
+    }
+    Ok(file)
+}
+
+use rustls::pki_types::pem::PemObject as _;
+
+/// Dry run: the new pair goes to a scratch directory, is read back like a live one, and is
+/// removed; nothing live is written and no hook runs.
+fn dry_run_check(
+    cert: &CertificateSettings,
+    chain_pem: &str,
+    key_pem: &str,
+    deps: &Deps<'_>,
+) -> Result<(), Failure> {
+    let scratch = std::env::temp_dir().join(format!(
+        "evercert-dry-run-{}-{}",
+        cert.name,
+        std::process::id()
+    ));
+    let result = (|| -> Result<(), String> {
+        create_private_dir(&scratch).map_err(|err| err.to_string())?;
+        let cert_file = scratch.join("fullchain.pem");
+        let key_file = scratch.join("privkey.pem");
+        crate::store::write_atomic(&key_file, key_pem.as_bytes(), 0o600)
+            .map_err(|err| err.to_string())?;
+        crate::store::write_atomic(&cert_file, chain_pem.as_bytes(), 0o644)
+            .map_err(|err| err.to_string())?;
+        let file = inventory::read_cert_file(&cert_file).map_err(|err| err.to_string())?;
+        inventory::check_key_file(&key_file, &cert_file, &file.leaf)
+            .map_err(|err| err.to_string())?;
+        Ok(())
+    })();
+    let _ = std::fs::remove_dir_all(&scratch);
+    result.map_err(|message| Failure::new("check", FailureKind::Transient, message))?;
+    (deps.progress)(
+        &cert.name,
+        &format!(
+            "dry run: would write {} and {}{}",
+            cert.cert_path.display(),
+            cert.key_path.display(),
+            cert.reload
+                .as_deref()
+                .map(|reload| format!(", then run `{reload}`"))
+                .unwrap_or_default()
+        ),
+    );
+    Ok(())
+}
+
+/// Runs each distinct reload command once for the certificates that share it, then checks
+/// every verify endpoint. Failures roll the certificates back and reload again.
+async fn reload_and_verify<'c>(
+    stored: Vec<(&'c CertificateSettings, Live)>,
+    deps: &Deps<'_>,
+) -> Vec<(&'c CertificateSettings, Result<Live, Failure>)> {
+    let mut groups: BTreeMap<Option<String>, Vec<(&CertificateSettings, Live)>> = BTreeMap::new();
+    for (cert, live) in stored {
+        groups
+            .entry(cert.reload.clone())
+            .or_default()
+            .push((cert, live));
+    }
+    let mut results = Vec::new();
+    for (reload, members) in groups {
+        let Some(command) = reload else {
+            for (cert, live) in members {
+                let verified = verify_all(cert, &live, deps).await;
+                results.push(finish_verify(cert, live, verified, None, deps).await);
+            }
+            continue;
+        };
+        let timeout = members
+            .iter()
+            .map(|(cert, _)| cert.reload_timeout)
+            .max()
+            .unwrap_or_default();
+        let env = reload_env(&members);
+        match hooks::run(&command, &[], &env, timeout.unsigned_abs()).await {
+            Ok(_) => {
+                for (cert, _) in &members {
+                    (deps.progress)(&cert.name, &format!("reloaded (`{command}`)"));
+                }
+                for (cert, live) in members {
+                    let verified = verify_all(cert, &live, deps).await;
+                    results.push(finish_verify(cert, live, verified, Some(&command), deps).await);
+                }
+            }
+            Err(err) => {
+                // The new files are live but the server did not take them: put back what it
+                // had, and reload again so it ends on a consistent pair.
+                let mut restored = Vec::new();
+                for (cert, live) in &members {
+                    restored.push(rollback(cert, live, deps));
+                }
+                let again = match hooks::run(&command, &[], &env, timeout.unsigned_abs()).await {
+                    Ok(_) => "the previous certificate was restored and reloaded".to_owned(),
+                    Err(again) => format!(
+                        "the previous certificate was restored, but reloading it failed too: {again}"
+                    ),
+                };
+                for ((cert, _), restored) in members.into_iter().zip(restored) {
+                    let message = format!("reload hook failed: {err}; {again}{restored}");
+                    results.push((
+                        cert,
+                        Err(Failure::new("reload", FailureKind::Permanent, message)),
+                    ));
+                }
+            }
+        }
+    }
+    results
+}
+
+fn reload_env(members: &[(&CertificateSettings, Live)]) -> Vec<(&'static str, String)> {
+    let names: Vec<&str> = members.iter().map(|(cert, _)| cert.name.as_str()).collect();
+    let mut env = vec![("EVERCERT_NAMES", names.join(" "))];
+    // Single-certificate variables only when they are unambiguous.
+    if let [(cert, live)] = members {
+        env.push(("EVERCERT_NAME", cert.name.clone()));
+        env.push(("EVERCERT_DOMAINS", cert.domains.join(" ")));
+        env.push(("EVERCERT_CERT_PATH", cert.cert_path.display().to_string()));
+        env.push(("EVERCERT_KEY_PATH", cert.key_path.display().to_string()));
+        env.push(("EVERCERT_SERIAL", live.serial.clone()));
+        env.push(("EVERCERT_NOT_AFTER", rfc3339(live.not_after)));
+    }
+    env
+}
+
+/// Flips back to the previous version; the returned text is appended to the failure.
+fn rollback(cert: &CertificateSettings, live: &Live, deps: &Deps<'_>) -> String {
+    let Some(previous) = &live.installed.previous else {
+        return "; there was no previous version to restore".to_owned();
+    };
+    match deps.store.rollback(&target(cert), previous) {
+        Ok(()) => {
+            (deps.progress)(
+                &cert.name,
+                &format!("rolled back to version {}", previous.0),
+            );
+            String::new()
+        }
+        Err(err) => format!("; ROLLBACK FAILED: {err}"),
+    }
+}
+
+async fn finish_verify<'c>(
+    cert: &'c CertificateSettings,
+    live: Live,
+    verified: Result<(), String>,
+    reload: Option<&str>,
+    deps: &Deps<'_>,
+) -> (&'c CertificateSettings, Result<Live, Failure>) {
+    match verified {
+        Ok(()) => (cert, Ok(live)),
+        Err(message) => {
+            let restored = rollback(cert, &live, deps);
+            let again = match reload {
+                Some(command) => {
+                    match hooks::run(command, &[], &[], cert.reload_timeout.unsigned_abs()).await {
+                        Ok(_) => "; the previous certificate was restored and reloaded".to_owned(),
+                        Err(err) => format!(
+                            "; the previous certificate was restored but reloading failed: {err}"
+                        ),
+                    }
+                }
+                None => "; the previous certificate was restored".to_owned(),
+            };
+            (
+                cert,
+                Err(Failure::new(
+                    "verify",
+                    FailureKind::Permanent,
+                    format!("{message}{again}{restored}"),
+                )),
+            )
+        }
+    }
+}
+
+/// Waits until every verify endpoint serves the new serial.
+async fn verify_all(
+    cert: &CertificateSettings,
+    live: &Live,
+    deps: &Deps<'_>,
+) -> Result<(), String> {
+    if cert.verify.is_empty() {
+        return Ok(());
+    }
+    let roots = Arc::new(probe::system_roots(&[]));
+    let server_name = verify_name(cert);
+    for endpoint in &cert.verify {
+        verify_one(endpoint, &server_name, &live.serial, roots.clone()).await?;
+        (deps.progress)(
+            &cert.name,
+            &format!("verified: {endpoint} serves serial {}", live.serial),
+        );
+    }
+    Ok(())
+}
+
+/// The SNI to ask for: the first name, with a wildcard's `*` replaced by a label.
+fn verify_name(cert: &CertificateSettings) -> String {
+    let first = cert.domains.first().cloned().unwrap_or_default();
+    match first.strip_prefix("*.") {
+        Some(base) => format!("evercert-verify.{base}"),
+        None => first,
+    }
+}
+
+async fn verify_one(
+    endpoint: &Endpoint,
+    server_name: &str,
+    serial: &str,
+    roots: Arc<rustls::RootCertStore>,
+) -> Result<(), String> {
+    let started = std::time::Instant::now();
+    let mut delay = Duration::from_millis(50);
+    let mut last;
+    loop {
+        last = match probe::probe(endpoint, server_name, roots.clone(), Duration::from_secs(5))
+            .await
+        {
+            Ok(served) if served.file.leaf.serial == serial => return Ok(()),
+            Ok(served) => format!(
+                "{endpoint} still serves serial {} (expires {})",
+                served.file.leaf.serial,
+                rfc3339(served.file.leaf.not_after)
+            ),
+            Err(err) => err.to_string(),
+        };
+        if started.elapsed() + delay > VERIFY_WINDOW {
+            return Err(format!(
+                "verification failed after {} s: {last}; does the reload command make the server read {}?",
+                VERIFY_WINDOW.as_secs(),
+                "the new files"
+            ));
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(2));
+    }
+}
+
+fn rfc3339(at: OffsetDateTime) -> String {
+    at.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// Where a dry run's account lives, for messages.
+pub fn account_path(config: &Config, dry_run: bool) -> PathBuf {
+    let directory = if dry_run {
+        &config.acme.staging_directory
+    } else {
+        &config.acme.directory
+    };
+    crate::acme::account_dir(&config.state_dir, directory)
+}

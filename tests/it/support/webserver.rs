@@ -1,0 +1,126 @@
+//! A stand-in for nginx: a TLS server on loopback that serves whatever key and certificate
+//! are at two paths. `Reload::OnEveryHandshake` re-reads them for each connection (like a
+//! server reloaded at once); `Reload::Never` keeps what it read at start (a reload that did
+//! not take, for testing evercert's verify-and-roll-back).
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reload {
+    OnEveryHandshake,
+    Never,
+}
+
+#[derive(Debug)]
+struct FileResolver {
+    cert_path: PathBuf,
+    key_path: PathBuf,
+    fixed: Option<Arc<CertifiedKey>>,
+}
+
+fn load(cert_path: &Path, key_path: &Path) -> Option<Arc<CertifiedKey>> {
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert_path)
+        .ok()?
+        .collect::<Result<_, _>>()
+        .ok()?;
+    let key = PrivateKeyDer::from_pem_file(key_path).ok()?;
+    let provider = rustls::crypto::aws_lc_rs::default_provider();
+    CertifiedKey::from_der(chain, key, &provider)
+        .ok()
+        .map(Arc::new)
+}
+
+impl ResolvesServerCert for FileResolver {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        match &self.fixed {
+            Some(fixed) => Some(fixed.clone()),
+            None => load(&self.cert_path, &self.key_path),
+        }
+    }
+}
+
+/// The running server; stops when dropped.
+pub struct FileTlsServer {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl FileTlsServer {
+    pub fn start(cert_path: &Path, key_path: &Path, reload: Reload) -> Self {
+        let fixed = match reload {
+            Reload::Never => Some(load(cert_path, key_path).expect("the initial pair must load")),
+            Reload::OnEveryHandshake => None,
+        };
+        let resolver = Arc::new(FileResolver {
+            cert_path: cert_path.to_owned(),
+            key_path: key_path.to_owned(),
+            fixed,
+        });
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("protocol versions")
+            .with_no_client_auth()
+            .with_cert_resolver(resolver);
+        let config = Arc::new(config);
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
+        listener
+            .set_nonblocking(true)
+            .expect("nonblocking listener");
+        let addr = listener.local_addr().expect("local address");
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopping = stop.clone();
+        let thread = std::thread::spawn(move || {
+            while !stopping.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((mut stream, _)) => {
+                        let _ = stream.set_nonblocking(false);
+                        let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+                        let Ok(mut connection) = rustls::ServerConnection::new(config.clone())
+                        else {
+                            continue;
+                        };
+                        // Only the handshake matters: the client reads the certificate.
+                        while connection.is_handshaking() {
+                            if connection.complete_io(&mut stream).is_err() {
+                                break;
+                            }
+                        }
+                        connection.send_close_notify();
+                        let _ = connection.complete_io(&mut stream);
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        Self {
+            addr,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn endpoint(&self) -> String {
+        self.addr.to_string()
+    }
+}
+
+impl Drop for FileTlsServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
