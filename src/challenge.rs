@@ -413,9 +413,13 @@ impl AlpnResponder {
             .self_signed(&key)
             .map_err(|err| error(err.to_string()))?;
         let key_der = rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
-        let provider = rustls::crypto::aws_lc_rs::default_provider();
-        let certified = CertifiedKey::from_der(vec![cert.der().clone()], key_der, &provider)
+        // `CertifiedKey::from_der` would parse the certificate with webpki, which refuses the
+        // critical acmeIdentifier extension; the key is ours, so no consistency check needed.
+        let signing_key = rustls::crypto::aws_lc_rs::default_provider()
+            .key_provider
+            .load_private_key(key_der)
             .map_err(|err| error(err.to_string()))?;
+        let certified = CertifiedKey::new(vec![cert.der().clone()], signing_key);
         lock(&self.certs.0).insert(domain.to_ascii_lowercase(), Arc::new(certified));
         Ok(())
     }

@@ -4,4 +4,5 @@
 
 mod cli_inventory;
 mod pebble_smoke;
+mod renew_smoke;
 mod support;

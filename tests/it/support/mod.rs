@@ -5,4 +5,5 @@
 
 pub mod certs;
 pub mod pebble;
+pub mod setup;
 pub mod webserver;
