@@ -89,7 +89,7 @@ pub struct Run {
 }
 
 impl Run {
-    fn from_output(output: Output) -> Self {
+    fn from_output(output: &Output) -> Self {
         Self {
             code: output.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
@@ -271,7 +271,7 @@ case "$status" in *" 200 "*) ;; *) echo "challtestsrv answered: $status" >&2; ex
 
     /// Runs `evercert ARGS` to the end.
     pub fn run(&self, args: &[&str]) -> Run {
-        Run::from_output(self.command(args).output().expect("run evercert"))
+        Run::from_output(&self.command(args).output().expect("run evercert"))
     }
 }
 
