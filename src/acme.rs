@@ -33,8 +33,6 @@ use serde::{Deserialize, Serialize};
 use crate::challenge::{self, ChallengeKind, ChallengeResponse, Responders};
 use crate::config::{AcmeSettings, ChallengeSettings, KeyType};
 
-/// How long one HTTP request to the CA may take before it counts as stalled.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long an order may take from "challenges ready" to a downloaded certificate.
 const ORDER_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -72,6 +70,7 @@ impl AcmeError {
 
 /// Sees every response, to remember the CA's Retry-After, and bounds every request.
 struct CaHttp {
+    timeout: Duration,
     inner: HyperClient<hyper_rustls::HttpsConnector<HttpConnector>, BodyWrapper<Bytes>>,
     retry_after: Arc<Mutex<Option<SystemTime>>>,
 }
@@ -84,8 +83,9 @@ impl HttpClient for CaHttp {
         let uri = req.uri().to_string();
         let fut = self.inner.request(req);
         let retry_after = self.retry_after.clone();
+        let timeout = self.timeout;
         Box::pin(async move {
-            let response = match tokio::time::timeout(REQUEST_TIMEOUT, fut).await {
+            let response = match tokio::time::timeout(timeout, fut).await {
                 Ok(Ok(response)) => response,
                 Ok(Err(err)) => {
                     return Err(instant_acme::Error::Other(Box::new(NetError(
@@ -94,8 +94,8 @@ impl HttpClient for CaHttp {
                 }
                 Err(_) => {
                     return Err(instant_acme::Error::Other(Box::new(NetError(format!(
-                        "no answer from {uri} within {} s",
-                        REQUEST_TIMEOUT.as_secs()
+                        "no answer from {uri} within {} s ([acme] timeout)",
+                        timeout.as_secs_f64()
                     )))));
                 }
             };
@@ -199,7 +199,7 @@ impl fmt::Debug for AcmeClient {
 
 /// Saves credentials (a secret) with mode 0600; a closure so the store module stays the one
 /// place that knows how to write atomically.
-pub type SaveSecret<'a> = &'a dyn Fn(&Path, &[u8]) -> Result<(), String>;
+pub type SaveSecret<'a> = &'a (dyn Fn(&Path, &[u8]) -> Result<(), String> + Sync);
 
 type RetryAfterSlot = Arc<Mutex<Option<SystemTime>>>;
 
@@ -252,6 +252,7 @@ fn build_http(
     let retry_after = Arc::new(Mutex::new(None));
     Ok((
         CaHttp {
+            timeout: settings.timeout.unsigned_abs(),
             inner: client,
             retry_after: retry_after.clone(),
         },

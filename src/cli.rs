@@ -221,12 +221,7 @@ fn run(cli: Cli) -> u8 {
         Command::Revoke { name, reason } => with_config(&config_path, |config| {
             cmd_revoke(config, &name, reason.as_deref())
         }),
-        Command::Run => with_config(&config_path, |_| {
-            eprintln!(
-                "error: `evercert run` (the agent) is not available in this build yet; run `evercert renew` from a timer"
-            );
-            EXIT_USAGE
-        }),
+        Command::Run => with_config(&config_path, |config| cmd_run(&config_path, config)),
     }
 }
 
@@ -626,4 +621,34 @@ fn cmd_revoke(config: &Config, name: &str, reason: Option<&str>) -> u8 {
 fn now() -> OffsetDateTime {
     let now = OffsetDateTime::now_utc();
     now.replace_nanosecond(0).unwrap_or(now)
+}
+
+fn cmd_run(config_path: &Path, config: &Config) -> u8 {
+    // The agent waits on timers, sockets and children at once: a multi-threaded runtime
+    // keeps a slow hook from delaying the watchdog.
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return 1;
+        }
+    };
+    tracing::info!(
+        "evercert {} starting: {} certificate(s), {} monitor(s), config {}",
+        env!("CARGO_PKG_VERSION"),
+        config.certificates.len(),
+        config.monitors.len(),
+        config_path.display()
+    );
+    match runtime.block_on(crate::agent::run(config_path.to_owned(), config.clone())) {
+        Ok(()) => 0,
+        Err(err) => {
+            eprintln!("error: {err}");
+            1
+        }
+    }
 }

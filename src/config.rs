@@ -34,6 +34,7 @@ const DEFAULT_STATE_DIR: &str = "/var/lib/evercert";
 const DEFAULT_KEY_MODE: u32 = 0o600;
 const DEFAULT_HOOK_TIMEOUT: Duration = Duration::seconds(60);
 const DEFAULT_ALERT_TIMEOUT: Duration = Duration::seconds(30);
+const DEFAULT_ACME_TIMEOUT: Duration = Duration::seconds(30);
 
 // ---------------------------------------------------------------------------------------------
 // The validated settings.
@@ -62,6 +63,8 @@ pub struct AcmeSettings {
     pub ca_bundle: Option<PathBuf>,
     pub eab: Option<ExternalAccountBinding>,
     pub profile: Option<String>,
+    /// How long one request to the CA may take before it counts as stalled.
+    pub timeout: Duration,
 }
 
 /// External account binding: the HMAC key is a secret and never printed.
@@ -312,6 +315,7 @@ struct RawAcme {
     ca_bundle: Option<PathBuf>,
     eab: Option<RawEab>,
     profile: Option<String>,
+    timeout: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -856,6 +860,15 @@ impl Parser<'_> {
             }
         });
         let profile = raw.profile.filter(|profile| !profile.is_empty());
+        let timeout = self.duration("acme", "timeout", raw.timeout, DEFAULT_ACME_TIMEOUT);
+        if !timeout.is_positive() {
+            self.error_at(
+                "acme",
+                "timeout",
+                "`timeout` must be longer than 0s".into(),
+                Some("write timeout = \"30s\"".into()),
+            );
+        }
         AcmeSettings {
             directory,
             staging_directory,
@@ -863,6 +876,7 @@ impl Parser<'_> {
             ca_bundle,
             eab,
             profile,
+            timeout,
         }
     }
 

@@ -51,13 +51,28 @@ pub async fn run(
     env: &[(&str, String)],
     timeout: Duration,
 ) -> Result<String, HookError> {
+    run_with_input(command, args, env, None, timeout).await
+}
+
+/// Like [`run`], with `input` written to the command's standard input (alert JSON).
+pub async fn run_with_input(
+    command: &str,
+    args: &[&str],
+    env: &[(&str, String)],
+    input: Option<&[u8]>,
+    timeout: Duration,
+) -> Result<String, HookError> {
     let mut process = Command::new("sh");
     process
         .arg("-c")
         .arg(command)
         .arg("evercert-hook")
         .args(args)
-        .stdin(Stdio::null())
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0)
@@ -70,6 +85,14 @@ pub async fn run(
         message: err.to_string(),
     })?;
     let group = child.id().and_then(|id| Pid::from_raw(id as i32));
+    if let (Some(input), Some(mut stdin)) = (input, child.stdin.take()) {
+        let input = input.to_vec();
+        // A command that does not read its input must not block us: write in a task.
+        tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            let _ = stdin.write_all(&input).await;
+        });
+    }
     // Output is read by tasks of its own: a hook that starts a daemon which keeps the pipe
     // open must not make us wait for that daemon, only for the hook itself.
     let readers = [
@@ -189,6 +212,20 @@ mod tests {
         // The background child was in the same group and died with it.
         tokio::time::sleep(Duration::from_millis(1300)).await;
         assert_eq!(std::fs::read_to_string(marker.path()).unwrap(), "");
+    }
+
+    #[tokio::test]
+    async fn input_reaches_the_command() {
+        let out = run_with_input(
+            "cat",
+            &[],
+            &[],
+            Some(b"{\"event\":1}"),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+        assert_eq!(out, "{\"event\":1}");
     }
 
     #[tokio::test]

@@ -5,16 +5,21 @@
 //! `inventory`, `probe`, `report`) and `cli` maps commands to them.
 
 pub mod acme;
+pub mod agent;
+pub mod alerts;
 pub mod challenge;
 pub mod cli;
 pub mod config;
 pub mod hooks;
 pub mod inventory;
 pub mod lock;
+pub mod metrics;
 pub mod policy;
 pub mod probe;
 pub mod renew;
 pub mod report;
+pub mod schedule;
 pub mod state;
 pub mod store;
 pub mod units;
+pub mod watch;

@@ -7,7 +7,9 @@
 //! reloads again, so the server ends on a pair that worked.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -223,11 +225,17 @@ pub async fn run(
         };
     let responders = Responders::default();
 
-    let issued: Vec<(&CertificateSettings, Result<Stored, Failure>)> = stream::iter(due)
-        .map(|(cert, current)| {
+    // Boxed with an explicit type: a closure in `.map()` trips the compiler's higher-ranked
+    // lifetime inference once the whole pipeline must be `Send` (the agent spawns it).
+    type Pending<'c, 'r> = Pin<
+        Box<dyn Future<Output = (&'c CertificateSettings, Result<Stored, Failure>)> + Send + 'r>,
+    >;
+    let orders: Vec<Pending<'_, '_>> = due
+        .into_iter()
+        .map(|(cert, current)| -> Pending<'_, '_> {
             let client = client.clone();
             let responders = &responders;
-            async move {
+            Box::pin(async move {
                 let result = order_and_store(
                     config,
                     cert,
@@ -239,8 +247,10 @@ pub async fn run(
                 )
                 .await;
                 (cert, result)
-            }
+            })
         })
+        .collect();
+    let issued: Vec<(&CertificateSettings, Result<Stored, Failure>)> = stream::iter(orders)
         .buffer_unordered(CONCURRENT_ORDERS)
         .collect()
         .await;
@@ -326,7 +336,13 @@ fn record_failure(
         return;
     }
     let mut history = deps.state.load(name);
-    history.record_failure(failure.kind, &failure.message, failure.retry_after, now);
+    history.record_failure(
+        failure.kind,
+        failure.step,
+        &failure.message,
+        failure.retry_after,
+        now,
+    );
     if let Err(err) = deps.state.save(name, &history) {
         tracing::warn!("{name}: {err}");
     }

@@ -182,6 +182,17 @@ pub async fn gather(config: &Config, thresholds: Thresholds, now: OffsetDateTime
         .iter()
         .map(|status| managed_entry(status, now))
         .collect();
+    entries.extend(gather_monitors(config, thresholds, now).await);
+    entries
+}
+
+/// Entries for the `[[monitor]]` certificates, files read and endpoints probed at once.
+pub async fn gather_monitors(
+    config: &Config,
+    thresholds: Thresholds,
+    now: OffsetDateTime,
+) -> Vec<Entry> {
+    let mut entries = Vec::with_capacity(config.monitors.len());
     let roots = Arc::new(probe::system_roots(&[]));
     let mut probes = tokio::task::JoinSet::new();
     for monitor in &config.monitors {

@@ -19,6 +19,9 @@ pub struct CertHistory {
     pub last_failure: Option<OffsetDateTime>,
     pub last_error: Option<String>,
     pub failure_kind: Option<FailureKind>,
+    /// The pipeline step that failed (`order`, `reload`, `verify`, …).
+    #[serde(default)]
+    pub failure_step: Option<String>,
     /// Failures since the last success.
     #[serde(default)]
     pub failures: u32,
@@ -35,6 +38,7 @@ impl CertHistory {
         self.last_serial = Some(serial.to_owned());
         self.failures = 0;
         self.failure_kind = None;
+        self.failure_step = None;
         self.last_error = None;
         self.retry_after = None;
         self.renewals += 1;
@@ -43,6 +47,7 @@ impl CertHistory {
     pub fn record_failure(
         &mut self,
         kind: FailureKind,
+        step: &str,
         error: &str,
         retry_after: Option<OffsetDateTime>,
         now: OffsetDateTime,
@@ -50,6 +55,7 @@ impl CertHistory {
         self.last_failure = Some(now);
         self.last_error = Some(error.to_owned());
         self.failure_kind = Some(kind);
+        self.failure_step = Some(step.to_owned());
         self.failures = self.failures.saturating_add(1);
         self.retry_after = retry_after;
     }
@@ -115,8 +121,8 @@ mod tests {
         let now = OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
         let mut history = store.load("shop");
         assert_eq!(history, CertHistory::default());
-        history.record_failure(FailureKind::Transient, "down", None, now);
-        history.record_failure(FailureKind::Transient, "down", None, now);
+        history.record_failure(FailureKind::Transient, "order", "down", None, now);
+        history.record_failure(FailureKind::Transient, "order", "down", None, now);
         store.save("shop", &history).unwrap();
         let mut loaded = store.load("shop");
         assert_eq!(loaded.failures, 2);

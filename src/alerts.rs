@@ -1,0 +1,236 @@
+//! Delivering alerts: always to the log, and to `[alerts] command` (JSON on stdin) and
+//! `[alerts] webhook` (JSON POST). A channel that hangs or fails is logged and given up on
+//! after its timeout; it never stops the agent. The schema is in docs/alerts.md.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client as HyperClient;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use crate::config::AlertSettings;
+use crate::hooks;
+use crate::report::{Entry, Kind};
+use crate::schedule::AlertEvent;
+
+/// Webhook deliveries are tried this many times.
+const WEBHOOK_ATTEMPTS: u32 = 3;
+
+/// One alert, as sent to the command and the webhook.
+#[derive(Debug, Clone, Serialize)]
+pub struct Alert {
+    pub event: AlertEvent,
+    pub name: String,
+    pub kind: Kind,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    pub domains: Vec<String>,
+    pub state: crate::policy::CertState,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub not_after: Option<OffsetDateTime>,
+    pub days_left: Option<f64>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub renew_at: Option<OffsetDateTime>,
+    pub message: String,
+    pub host: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub time: OffsetDateTime,
+}
+
+impl Alert {
+    /// Builds the alert for `entry`; `failure` is the last renewal error, if any.
+    pub fn new(
+        event: AlertEvent,
+        entry: &Entry,
+        failure: Option<&str>,
+        now: OffsetDateTime,
+    ) -> Self {
+        Self {
+            event,
+            name: entry.name.clone(),
+            kind: entry.kind,
+            path: entry.path.clone(),
+            endpoint: entry.endpoint.clone(),
+            domains: entry.domains.clone(),
+            state: entry.state,
+            not_after: entry.not_after,
+            days_left: entry.days_left,
+            renew_at: if entry.kind == Kind::Managed {
+                entry.renew_at
+            } else {
+                None
+            },
+            message: message(event, entry, failure),
+            host: hostname(),
+            time: now,
+        }
+    }
+}
+
+fn message(event: AlertEvent, entry: &Entry, failure: Option<&str>) -> String {
+    let target = entry.target();
+    let expiry = match (entry.not_after, entry.days_left) {
+        (Some(not_after), Some(days)) if days < 0.0 => {
+            format!("EXPIRED on {} ({:.1} days ago)", not_after.date(), -days)
+        }
+        (Some(not_after), Some(days)) => {
+            format!("expires {} (in {days:.1} days)", not_after.date())
+        }
+        _ => "has no readable certificate".to_owned(),
+    };
+    let action = match entry.kind {
+        Kind::Managed => format!(
+            "run `evercert renew {}` and see `evercert status`; docs/runbook.md has the steps",
+            entry.name
+        ),
+        Kind::Monitored => "evercert does not renew it: tell whoever issues it".to_owned(),
+    };
+    let why = failure
+        .map(|failure| format!("; last renewal error: {failure}"))
+        .unwrap_or_default();
+    match event {
+        AlertEvent::Warning | AlertEvent::Critical | AlertEvent::Expired => {
+            format!(
+                "{}: certificate {target} {expiry} and has not been renewed{why}; {action}",
+                entry.name
+            )
+        }
+        AlertEvent::Error => format!(
+            "{}: {}; {action}",
+            entry.name,
+            entry
+                .error
+                .as_deref()
+                .unwrap_or("the certificate cannot be read")
+        ),
+        AlertEvent::RenewalFailed => format!(
+            "{}: renewal failed{why}; the certificate {target} {expiry}; evercert retries with backoff; {action}",
+            entry.name
+        ),
+        AlertEvent::VerifyFailed => format!(
+            "{}: after the reload the server did not serve the new certificate, so the previous one was restored{why}; check the reload command and the web server's certificate paths",
+            entry.name
+        ),
+        AlertEvent::Recovered => format!(
+            "{}: recovered; the certificate {target} {expiry}",
+            entry.name
+        ),
+    }
+}
+
+fn hostname() -> String {
+    rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// Sends alerts through the configured channels.
+pub struct Alerter {
+    settings: AlertSettings,
+    http: HyperClient<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
+}
+
+impl std::fmt::Debug for Alerter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Alerter")
+            .field("settings", &self.settings)
+            .finish()
+    }
+}
+
+impl Alerter {
+    pub fn new(settings: AlertSettings) -> Self {
+        let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map(|builder| {
+                builder
+                    .with_root_certificates(crate::probe::system_roots(&[]))
+                    .with_no_client_auth()
+            })
+            .unwrap_or_else(|_| {
+                rustls::ClientConfig::builder()
+                    .with_root_certificates(rustls::RootCertStore::empty())
+                    .with_no_client_auth()
+            });
+        let mut connector = HttpConnector::new();
+        connector.enforce_http(false);
+        connector.set_nodelay(true);
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(connector);
+        Self {
+            settings,
+            http: HyperClient::builder(TokioExecutor::new()).build(https),
+        }
+    }
+
+    /// Logs the alert and delivers it to every configured channel.
+    pub async fn send(&self, alert: &Alert) {
+        match alert.event {
+            AlertEvent::Recovered => tracing::info!(event = "recovered", "{}", alert.message),
+            AlertEvent::Warning => tracing::warn!(event = "warning", "{}", alert.message),
+            _ => tracing::error!(event = ?alert.event, "{}", alert.message),
+        }
+        let Ok(json) = serde_json::to_vec(alert) else {
+            return;
+        };
+        let timeout = self
+            .settings
+            .timeout
+            .unsigned_abs()
+            .max(Duration::from_secs(1));
+        if let Some(command) = &self.settings.command
+            && let Err(err) = hooks::run_with_input(command, &[], &[], Some(&json), timeout).await
+        {
+            tracing::error!("alert command failed for {}: {err}", alert.name);
+        }
+        if let Some(webhook) = &self.settings.webhook {
+            self.post(webhook, &json, timeout, &alert.name).await;
+        }
+    }
+
+    async fn post(&self, url: &str, json: &[u8], timeout: Duration, name: &str) {
+        let mut last = String::new();
+        for attempt in 1..=WEBHOOK_ATTEMPTS {
+            let request = http::Request::post(url)
+                .header(http::header::CONTENT_TYPE, "application/json")
+                .header(
+                    http::header::USER_AGENT,
+                    concat!("evercert/", env!("CARGO_PKG_VERSION")),
+                )
+                .body(Full::new(Bytes::copy_from_slice(json)));
+            let request = match request {
+                Ok(request) => request,
+                Err(err) => {
+                    tracing::error!("alert webhook {url} is not a valid URL: {err}");
+                    return;
+                }
+            };
+            match tokio::time::timeout(timeout, self.http.request(request)).await {
+                Ok(Ok(response)) if response.status().is_success() => {
+                    let _ = response.into_body().collect().await;
+                    return;
+                }
+                Ok(Ok(response)) => last = format!("answered {}", response.status()),
+                Ok(Err(err)) => last = err.to_string(),
+                Err(_) => last = format!("no answer within {} s", timeout.as_secs()),
+            }
+            if attempt < WEBHOOK_ATTEMPTS {
+                tokio::time::sleep(Duration::from_secs(u64::from(attempt))).await;
+            }
+        }
+        tracing::error!(
+            "alert webhook {url} failed for {name} after {WEBHOOK_ATTEMPTS} attempts: {last}"
+        );
+    }
+}

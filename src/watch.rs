@@ -1,0 +1,116 @@
+//! Noticing certificate files changed by hand, by certbot, or by Kubernetes.
+//!
+//! The *parent directories* of every certificate, key and monitored file are watched
+//! (non-recursive): renames over a file, symlink swaps and `..data` flips all show up there,
+//! while a watch on the file itself would follow the old inode and go silent. Events only
+//! say "look again": the agent re-reads and re-decides, it never trusts the event kind.
+//! When inotify watches run out, the agent falls back to frequent rescans.
+
+use std::collections::{BTreeSet, HashSet};
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use notify::{RecursiveMode, Watcher as _};
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::config::{Config, MonitorTarget};
+
+/// The file watcher; dropping it stops watching.
+pub struct Watcher {
+    inner: Option<notify::RecommendedWatcher>,
+    names: Arc<std::sync::RwLock<HashSet<OsString>>>,
+    /// Some directory could not be watched: rely on rescans.
+    pub degraded: bool,
+}
+
+impl std::fmt::Debug for Watcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Watcher")
+            .field("degraded", &self.degraded)
+            .finish()
+    }
+}
+
+impl Watcher {
+    /// A watcher that sends the path of each relevant change to `events`.
+    pub fn new(events: UnboundedSender<PathBuf>) -> Self {
+        let names: Arc<std::sync::RwLock<HashSet<OsString>>> = Arc::default();
+        let wanted = names.clone();
+        let handler = move |result: notify::Result<notify::Event>| {
+            let Ok(event) = result else { return };
+            let Ok(wanted) = wanted.read() else { return };
+            for path in event.paths {
+                let Some(name) = path.file_name() else {
+                    continue;
+                };
+                // Our files, or a Kubernetes-style `..data` flip beside them.
+                let relevant = wanted.contains(name) || name.to_string_lossy().starts_with("..");
+                if relevant {
+                    let _ = events.send(path);
+                }
+            }
+        };
+        match notify::recommended_watcher(handler) {
+            Ok(inner) => Self {
+                inner: Some(inner),
+                names,
+                degraded: false,
+            },
+            Err(err) => {
+                tracing::warn!("cannot watch files ({err}); relying on periodic rescans");
+                Self {
+                    inner: None,
+                    names,
+                    degraded: true,
+                }
+            }
+        }
+    }
+
+    /// Watches the directories of every file the configuration names.
+    pub fn watch_config(&mut self, config: &Config) {
+        let mut files: Vec<&Path> = Vec::new();
+        for cert in &config.certificates {
+            files.push(&cert.cert_path);
+            files.push(&cert.key_path);
+        }
+        for monitor in &config.monitors {
+            if let MonitorTarget::File(path) = &monitor.target {
+                files.push(path);
+            }
+        }
+        self.watch_files(&files);
+    }
+
+    /// Watches the parent directories of `files`.
+    pub fn watch_files(&mut self, files: &[&Path]) {
+        let mut dirs = BTreeSet::new();
+        if let Ok(mut names) = self.names.write() {
+            for file in files {
+                if let Some(name) = file.file_name() {
+                    names.insert(name.to_owned());
+                }
+                if let Some(dir) = file.parent() {
+                    dirs.insert(dir.to_owned());
+                }
+            }
+        }
+        let Some(inner) = self.inner.as_mut() else {
+            return;
+        };
+        for dir in dirs {
+            if let Err(err) = inner.watch(&dir, RecursiveMode::NonRecursive) {
+                // A directory that does not exist yet (first issuance creates it) is not a
+                // problem; running out of inotify watches is, and is said so.
+                if dir.exists() {
+                    tracing::warn!(
+                        "cannot watch {}: {err}; changes there are noticed by the periodic rescan (raise fs.inotify.max_user_watches)",
+                        dir.display()
+                    );
+                    self.degraded = true;
+                }
+            }
+        }
+    }
+}
