@@ -34,6 +34,8 @@ use crate::watch::Watcher;
 /// The slow safety net: everything is looked at again at least this often, even if no
 /// event is scheduled and no file changed (endpoints, clock jumps, missed events).
 pub const RESCAN: Duration = Duration::hours(1);
+/// The rescan interval when some directory cannot be watched (inotify watches ran out).
+pub const RESCAN_DEGRADED: Duration = Duration::minutes(5);
 /// A certificate is never attempted twice within this, whatever the schedule says: the
 /// guard against a hot loop (a `renew_before` longer than the lifetime, a clock gone wrong).
 pub const MIN_ATTEMPT_INTERVAL: Duration = Duration::minutes(5);
@@ -261,7 +263,11 @@ impl Agent {
                 why = "retry";
             }
         }
-        if let Some(last) = self.attempts.get(&status.name) {
+        // The hot-loop guard applies while a readable certificate is there; a deleted or
+        // broken one is replaced at once.
+        if status.file.is_some()
+            && let Some(last) = self.attempts.get(&status.name)
+        {
             let floor = *last + MIN_ATTEMPT_INTERVAL;
             if floor > at {
                 at = floor;
@@ -549,7 +555,15 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), AgentError>
     let watchdog = watchdog_interval();
     let mut ready = false;
     loop {
-        let plan = agent.tick().await;
+        // A scan (with its renewals) is raced against SIGTERM: the store's writes are
+        // synchronous and atomic, and hooks die with their futures, so stopping mid-way
+        // leaves the old or the new pair, never half of one.
+        let plan = tokio::select! {
+            plan = agent.tick() => plan,
+            _ = terminate.recv() => return stopping(&metrics_task),
+            _ = interrupt.recv() => return stopping(&metrics_task),
+        };
+        watcher.watch_config(agent.config());
         let status = agent.status_line(&plan);
         tracing::debug!("{status}");
         notify(ready, &status);
@@ -597,12 +611,16 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), AgentError>
             }
         };
         if stop {
-            let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
-            tracing::info!("stopping");
-            metrics_task.abort();
-            return Ok(());
+            return stopping(&metrics_task);
         }
     }
+}
+
+fn stopping(metrics_task: &tokio::task::JoinHandle<()>) -> Result<(), AgentError> {
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    tracing::info!("stopping");
+    metrics_task.abort();
+    Ok(())
 }
 
 async fn start_metrics(agent: &Agent) -> Result<tokio::task::JoinHandle<()>, AgentError> {

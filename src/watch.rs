@@ -19,6 +19,9 @@ use crate::config::{Config, MonitorTarget};
 /// The file watcher; dropping it stops watching.
 pub struct Watcher {
     inner: Option<notify::RecommendedWatcher>,
+    /// Directories watched so far; the others are tried again after every wake-up (a
+    /// certificate directory appears with the first issuance).
+    watched: HashSet<PathBuf>,
     names: Arc<std::sync::RwLock<HashSet<OsString>>>,
     /// Some directory could not be watched: rely on rescans.
     pub degraded: bool,
@@ -39,6 +42,14 @@ impl Watcher {
         let wanted = names.clone();
         let handler = move |result: notify::Result<notify::Event>| {
             let Ok(event) = result else { return };
+            // Reading a file (ours, every scan, or the web server's) is not a change: acting
+            // on opens and closes would make each scan trigger the next.
+            use notify::event::{AccessKind, AccessMode, EventKind};
+            match event.kind {
+                EventKind::Access(AccessKind::Close(AccessMode::Write)) => {}
+                EventKind::Access(_) => return,
+                _ => {}
+            }
             let Ok(wanted) = wanted.read() else { return };
             for path in event.paths {
                 let Some(name) = path.file_name() else {
@@ -54,6 +65,7 @@ impl Watcher {
         match notify::recommended_watcher(handler) {
             Ok(inner) => Self {
                 inner: Some(inner),
+                watched: HashSet::new(),
                 names,
                 degraded: false,
             },
@@ -61,6 +73,7 @@ impl Watcher {
                 tracing::warn!("cannot watch files ({err}); relying on periodic rescans");
                 Self {
                     inner: None,
+                    watched: HashSet::new(),
                     names,
                     degraded: true,
                 }
@@ -100,16 +113,22 @@ impl Watcher {
             return;
         };
         for dir in dirs {
-            if let Err(err) = inner.watch(&dir, RecursiveMode::NonRecursive) {
-                // A directory that does not exist yet (first issuance creates it) is not a
-                // problem; running out of inotify watches is, and is said so.
-                if dir.exists() {
+            if self.watched.contains(&dir) || !dir.exists() {
+                continue;
+            }
+            match inner.watch(&dir, RecursiveMode::NonRecursive) {
+                Ok(()) => {
+                    self.watched.insert(dir);
+                }
+                // Running out of inotify watches is worth saying; rescans cover for it.
+                Err(err) if !self.degraded => {
                     tracing::warn!(
                         "cannot watch {}: {err}; changes there are noticed by the periodic rescan (raise fs.inotify.max_user_watches)",
                         dir.display()
                     );
                     self.degraded = true;
                 }
+                Err(_) => {}
             }
         }
     }

@@ -1,0 +1,290 @@
+//! `evercert run`: the agent against a real Pebble — renews what is due on its own, alerts,
+//! serves metrics, notices files changed on disk, reloads its config on SIGHUP, and stops
+//! cleanly on SIGTERM.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use time::Duration as TimeDuration;
+
+use crate::support::certs::{self, KeyType};
+use crate::support::setup::{CertSpec, Setup};
+
+/// A running agent, killed if the test ends early.
+struct Running {
+    child: Child,
+    log: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Running {
+    fn start(setup: &Setup) -> Self {
+        let mut child = setup
+            .command(&["run"])
+            .env("EVERCERT_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut log = sink.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        Self { child, log }
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    fn signal(&self, signal: rustix::process::Signal) {
+        let pid = rustix::process::Pid::from_raw(self.child.id() as i32).unwrap();
+        rustix::process::kill_process(pid, signal).unwrap();
+    }
+
+    /// Sends SIGTERM and returns the exit code and how long it took.
+    fn stop(mut self) -> (i32, Duration) {
+        let started = Instant::now();
+        self.signal(rustix::process::Signal::TERM);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return (status.code().unwrap_or(-1), started.elapsed());
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "the agent did not stop on SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits up to `limit` for `condition`.
+fn wait_for(limit: Duration, what: &str, mut condition: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !condition() {
+        assert!(started.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn serial_of(path: &Path) -> Option<String> {
+    let pem = std::fs::read(path).ok()?;
+    let der = rustls_pki_types::CertificateDer::pem_slice_iter(&pem)
+        .next()?
+        .ok()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).ok()?;
+    Some(
+        evercert::inventory::hex(cert.raw_serial())
+            .trim_start_matches("00")
+            .to_owned(),
+    )
+}
+
+use rustls_pki_types::pem::PemObject as _;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn http_get(port: u16, path: &str) -> String {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
+    let mut body = String::new();
+    stream.read_to_string(&mut body).unwrap();
+    body
+}
+
+/// Plants a 90-day certificate with `days` left at the configured paths (plain files).
+fn plant(setup: &Setup, name: &str, days: i64) -> String {
+    let (not_before, not_after) = certs::validity(TimeDuration::days(90), TimeDuration::days(days));
+    let leaf = certs::TestCa::new().leaf(
+        &[&format!("{name}.example.test")],
+        not_before,
+        not_after,
+        KeyType::EcdsaP256,
+    );
+    std::fs::create_dir_all(setup.cert_path(name).parent().unwrap()).unwrap();
+    leaf.write_fullchain(&setup.cert_path(name));
+    leaf.write_key(&setup.key_path(name));
+    leaf.serial_hex.clone()
+}
+
+#[test]
+fn agent_renews_a_due_certificate_alerts_serves_metrics_and_stops_on_sigterm() {
+    let mut setup = Setup::new();
+    let metrics_port = free_port();
+    let alerts_log = setup.path().join("alerts.jsonl");
+    setup.tail = format!(
+        "[alerts]\ncommand = \"cat >> {log}; echo >> {log}\"\n\n[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n",
+        log = alerts_log.display()
+    );
+    setup.write_config(&[CertSpec::new("shop"), CertSpec::new("fresh")]);
+    let planted = plant(&setup, "shop", 5);
+    let fresh = plant(&setup, "fresh", 80);
+
+    let agent = Running::start(&setup);
+    wait_for(Duration::from_secs(20), "the agent to renew shop", || {
+        serial_of(&setup.cert_path("shop")).is_some_and(|serial| serial != planted)
+    });
+    // The fresh one is not touched.
+    assert_eq!(
+        serial_of(&setup.cert_path("fresh")).as_deref(),
+        Some(fresh.as_str())
+    );
+
+    wait_for(Duration::from_secs(10), "metrics to show shop ok", || {
+        http_get(metrics_port, "/metrics").contains(&format!(
+            "evercert_certificate_state{{name=\"shop\",path=\"{}\",state=\"ok\"}} 1",
+            setup.cert_path("shop").display()
+        ))
+    });
+    let metrics = http_get(metrics_port, "/metrics");
+    assert!(
+        metrics.contains("evercert_renewals_total{name=\"shop\",result=\"success\"} 1"),
+        "{metrics}"
+    );
+    assert!(http_get(metrics_port, "/healthz").contains("ok"));
+
+    // Renewed at once on start, so nothing was worth a page.
+    assert!(
+        std::fs::read_to_string(&alerts_log)
+            .unwrap_or_default()
+            .trim()
+            .is_empty(),
+        "{}",
+        std::fs::read_to_string(&alerts_log).unwrap_or_default()
+    );
+
+    // Its own reads and writes do not make it loop: give it a few coalescing periods and
+    // count the rescans that file events caused (the first issuance's writes: at most two).
+    std::thread::sleep(Duration::from_secs(5));
+    let rescans = agent.log().matches("changed on disk").count();
+    assert!(rescans <= 2, "{rescans} event-driven rescans:\n{}", agent.log());
+    let log = agent.log.clone();
+    let (code, took) = agent.stop();
+    assert_eq!(code, 0);
+    assert!(
+        took < Duration::from_secs(10),
+        "stopping took {took:?}; agent log:\n{}",
+        log.lock().unwrap()
+    );
+}
+
+#[test]
+fn agent_reissues_a_deleted_certificate_and_keeps_its_config_on_a_bad_sighup() {
+    let setup = Setup::new();
+    setup.write_config(&[CertSpec::new("shop")]);
+    let agent = Running::start(&setup);
+    wait_for(Duration::from_secs(20), "the first issuance", || {
+        serial_of(&setup.cert_path("shop")).is_some()
+    });
+    let first = serial_of(&setup.cert_path("shop")).unwrap();
+
+    // An invalid config and SIGHUP: reported, the old one kept, the agent goes on.
+    let good = std::fs::read_to_string(setup.config_path()).unwrap();
+    std::fs::write(setup.config_path(), format!("{good}\nbogus_key = 1\n")).unwrap();
+    agent.signal(rustix::process::Signal::HUP);
+    wait_for(Duration::from_secs(10), "the invalid-config report", || {
+        agent
+            .log()
+            .contains("the new configuration is invalid; keeping the old one")
+    });
+    assert!(
+        agent.log().contains("unknown key `bogus_key`"),
+        "{}",
+        agent.log()
+    );
+    std::fs::write(setup.config_path(), good).unwrap();
+
+    // Someone deletes the certificate: the agent notices and issues a new one.
+    std::fs::remove_file(setup.cert_path("shop")).unwrap();
+    let started = Instant::now();
+    while serial_of(&setup.cert_path("shop")).is_none_or(|serial| serial == first) {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "no re-issuance after deletion; agent log:\n{}",
+            agent.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (code, _) = agent.stop();
+    assert_eq!(code, 0);
+}
+
+#[test]
+fn agent_alerts_once_for_a_monitored_certificate_and_sees_it_replaced() {
+    let mut setup = Setup::new();
+    let alerts_log = setup.path().join("alerts.jsonl");
+    let partner = setup.path().join("partner/bundle.pem");
+    std::fs::create_dir_all(partner.parent().unwrap()).unwrap();
+    let (not_before, not_after) = certs::days_left(5);
+    certs::leaf(
+        &["partner.example.test"],
+        not_before,
+        not_after,
+        KeyType::EcdsaP256,
+    )
+    .write_fullchain(&partner);
+    setup.tail = format!(
+        "[alerts]\ncommand = \"cat >> {log}; echo >> {log}\"\n\n[[monitor]]\nname = \"partner\"\npath = \"{partner}\"\n",
+        log = alerts_log.display(),
+        partner = partner.display()
+    );
+    setup.write_config(&[]);
+    let agent = Running::start(&setup);
+    let alerts = || std::fs::read_to_string(&alerts_log).unwrap_or_default();
+    wait_for(Duration::from_secs(10), "the critical alert", || {
+        alerts().contains("\"event\":\"critical\"")
+    });
+
+    // Replaced on disk (renamed over, as a careful operator does): noticed without a
+    // rescan, and the recovery is alerted.
+    let (not_before, not_after) = certs::days_left(80);
+    let fresh = setup.path().join("partner/.new.pem");
+    certs::leaf(
+        &["partner.example.test"],
+        not_before,
+        not_after,
+        KeyType::EcdsaP256,
+    )
+    .write_fullchain(&fresh);
+    std::fs::rename(&fresh, &partner).unwrap();
+    wait_for(Duration::from_secs(10), "the recovered alert", || {
+        alerts().contains("\"event\":\"recovered\"")
+    });
+    let events: Vec<serde_json::Value> = alerts()
+        .lines()
+        .filter(|line| !line.trim().is_empty())
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|event| event["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["critical", "recovered"], "{}", alerts());
+    assert_eq!(events[0]["name"], "partner");
+    assert_eq!(events[0]["kind"], "monitored");
+    assert!(events[0]["days_left"].as_f64().unwrap() <= 5.0);
+    let (code, _) = agent.stop();
+    assert_eq!(code, 0);
+}
