@@ -580,10 +580,15 @@ impl AcmeClient {
                     .map_err(|err| self.classify(err))?;
             }
         }
-        let status = order
-            .poll_ready(&poll_policy())
-            .await
-            .map_err(|err| self.classify(err))?;
+        let status = match order.poll_ready(&poll_policy()).await {
+            Ok(status) => status,
+            // instant-acme turns an invalid order's `error` into Err(Api): that is a failed
+            // validation, to be explained with the challenge's hint, not a CA refusal.
+            Err(instant_acme::Error::Api(_)) if order.state().status == OrderStatus::Invalid => {
+                OrderStatus::Invalid
+            }
+            Err(err) => return Err(self.classify(err)),
+        };
         if status == OrderStatus::Ready {
             return Ok(());
         }

@@ -23,7 +23,6 @@ use crate::config::{self, Config};
 use crate::inventory::{self, ManagedStatus};
 use crate::lock::FileLock;
 use crate::metrics::{self, Metrics};
-use crate::policy::OnDisk;
 use crate::renew::{self, Outcome, RenewRequest, RunReport};
 use crate::report::{self, Entry};
 use crate::schedule::{self, AlertFacts, AlertMemory};
@@ -142,6 +141,8 @@ pub struct Plan {
     pub due: Vec<String>,
     /// The earliest future event.
     pub next: Option<(OffsetDateTime, String)>,
+    /// The earliest future renewal (or retry), for the operator's `STATUS=` line.
+    pub next_renewal: Option<(OffsetDateTime, String)>,
 }
 
 /// The agent.
@@ -224,9 +225,15 @@ impl Agent {
         history: &CertHistory,
     ) -> (OffsetDateTime, &'static str) {
         let assessment = &status.assessment;
+        let now = self.clock.now();
+        if !assessment.due && assessment.renew_at <= now {
+            // Unreadable (permission denied): an error to alert on, not a reason to order
+            // certificates that could not be written either.
+            return (now + RESCAN, "error");
+        }
         let mut at = assessment.renew_at;
         let mut why = "renewal";
-        if let (Some(file), OnDisk::Present { .. }) = (&status.file, on_disk_kind(status)) {
+        if let Some(file) = &status.file {
             if status.problem.is_none() {
                 let lifetime = file.leaf.not_after - file.leaf.not_before;
                 let uniform = schedule::stable_fraction(&[&status.name, &file.leaf.serial]);
@@ -243,8 +250,7 @@ impl Agent {
                     &file.leaf.serial,
                     &window.start.to_string(),
                 ]);
-                let choice =
-                    schedule::ari_choice(window.start, window.end, self.clock.now(), uniform);
+                let choice = schedule::ari_choice(window.start, window.end, now, uniform);
                 if choice < at {
                     why = "ARI window";
                 }
@@ -298,6 +304,7 @@ impl Agent {
                 consider(at, format!("{} {why}", status.name), &mut plan);
             }
         }
+        plan.next_renewal = plan.next.clone();
         if !plan.due.is_empty() {
             tracing::info!("renewing {}", plan.due.join(", "));
             for name in &plan.due {
@@ -334,6 +341,7 @@ impl Agent {
                     &mut plan,
                 );
             }
+            plan.next_renewal = plan.next.clone();
             statuses
         };
         if let Some(at) = self.poll_ari(&statuses, now).await {
@@ -492,7 +500,7 @@ impl Agent {
     pub fn status_line(&self, plan: &Plan) -> String {
         let count = self.config.certificates.len() + self.config.monitors.len();
         let next = plan
-            .next
+            .next_renewal
             .as_ref()
             .map(|(at, why)| {
                 format!(
@@ -505,17 +513,6 @@ impl Agent {
             "{count} certificate{}{next}",
             if count == 1 { "" } else { "s" }
         )
-    }
-}
-
-fn on_disk_kind(status: &ManagedStatus) -> OnDisk {
-    match &status.file {
-        Some(file) => OnDisk::Present {
-            not_before: file.leaf.not_before,
-            not_after: file.leaf.not_after,
-            defect: status.problem.clone(),
-        },
-        None => OnDisk::Missing,
     }
 }
 
@@ -558,10 +555,21 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), AgentError>
         // A scan (with its renewals) is raced against SIGTERM: the store's writes are
         // synchronous and atomic, and hooks die with their futures, so stopping mid-way
         // leaves the old or the new pair, never half of one.
-        let plan = tokio::select! {
-            plan = agent.tick() => plan,
-            _ = terminate.recv() => return stopping(&metrics_task),
-            _ = interrupt.recv() => return stopping(&metrics_task),
+        let plan = {
+            let tick = agent.tick();
+            tokio::pin!(tick);
+            let mut pet = tokio::time::interval(watchdog.unwrap_or(StdDuration::from_secs(3600)));
+            loop {
+                tokio::select! {
+                    plan = &mut tick => break plan,
+                    // A long scan (dns-01 waits, a slow CA) is progress, not a hang.
+                    _ = pet.tick(), if watchdog.is_some() => {
+                        let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+                    }
+                    _ = terminate.recv() => return stopping(&metrics_task),
+                    _ = interrupt.recv() => return stopping(&metrics_task),
+                }
+            }
         };
         watcher.watch_config(agent.config());
         let status = agent.status_line(&plan);
@@ -596,7 +604,9 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), AgentError>
                             tracing::info!("configuration reloaded from {}", agent.config_path.display());
                             watcher = Watcher::new(events_tx.clone());
                             watcher.watch_config(agent.config());
+                            // The old listener must be gone before the new one binds.
                             metrics_task.abort();
+                            let _ = (&mut metrics_task).await;
                             metrics_task = start_metrics(&agent).await.unwrap_or_else(|err| {
                                 tracing::error!("{err}");
                                 tokio::spawn(async {})
@@ -658,4 +668,184 @@ pub enum AgentError {
         "cannot serve metrics on {listen}: {message}; is another process bound there? change [metrics] listen"
     )]
     Metrics { listen: String, message: String },
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::acme::FailureKind;
+    use crate::renew::Failure;
+
+    /// Stands in for the pipeline: records when it was asked, and either writes a fresh
+    /// 90-day certificate or records a transient failure like the pipeline would.
+    struct FakeRenewer {
+        calls: Mutex<Vec<OffsetDateTime>>,
+        fail: bool,
+    }
+
+    fn write_cert(config: &Config, not_before: OffsetDateTime, not_after: OffsetDateTime) {
+        let cert = &config.certificates[0];
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(cert.domains.clone()).unwrap();
+        params.not_before = not_before;
+        params.not_after = not_after;
+        let issued = params.self_signed(&key).unwrap();
+        std::fs::create_dir_all(cert.cert_path.parent().unwrap()).unwrap();
+        std::fs::write(&cert.cert_path, issued.pem()).unwrap();
+        std::fs::write(&cert.key_path, key.serialize_pem()).unwrap();
+    }
+
+    impl Renewer for FakeRenewer {
+        fn renew<'a>(
+            &'a self,
+            config: &'a Config,
+            names: Vec<String>,
+            now: OffsetDateTime,
+        ) -> BoxFuture<'a, RunReport> {
+            Box::pin(async move {
+                self.calls.lock().unwrap().push(now);
+                let state = FileState::new(&config.state_dir);
+                let name = names[0].clone();
+                let mut history = state.load(&name);
+                let outcome = if self.fail {
+                    history.record_failure(FailureKind::Transient, "order", "CA down", None, now);
+                    Outcome::Failed(Failure {
+                        step: "order",
+                        message: "CA down".into(),
+                        kind: FailureKind::Transient,
+                        retry_after: None,
+                    })
+                } else {
+                    write_cert(config, now, now + Duration::days(90));
+                    history.record_success("01", now);
+                    Outcome::Renewed {
+                        serial: "01".into(),
+                        not_after: now + Duration::days(90),
+                        version: crate::store::VersionId("v".into()),
+                    }
+                };
+                state.save(&name, &history).unwrap();
+                RunReport {
+                    outcomes: vec![(name, outcome)],
+                }
+            })
+        }
+    }
+
+    fn config(dir: &Path) -> Config {
+        let text = format!(
+            r#"state_dir = "{dir}/state"
+[renewal]
+ari = false
+[[certificate]]
+name = "shop"
+domains = ["shop.example.test"]
+cert_path = "{dir}/tls/fullchain.pem"
+key_path = "{dir}/tls/privkey.pem"
+[certificate.http01]
+listen = "127.0.0.1:1"
+"#,
+            dir = dir.display()
+        );
+        config::parse(&text, &dir.join("evercert.toml")).unwrap()
+    }
+
+    /// Runs the agent's wake-up loop on tokio's paused clock for `span` of virtual time.
+    /// Returns how many wake-ups it took.
+    async fn run_for(agent: &mut Agent, span: Duration) -> usize {
+        let end = agent.clock.now() + span;
+        let mut wakeups = 0;
+        while agent.clock.now() < end {
+            let plan = agent.tick().await;
+            wakeups += 1;
+            let now = agent.clock.now();
+            let next = plan
+                .next
+                .map_or(RESCAN, |(at, _)| at - now)
+                .max(Duration::ZERO);
+            tokio::time::sleep(next.unsigned_abs().max(StdDuration::from_millis(1))).await;
+        }
+        wakeups
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn renews_on_time_without_polling() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config(dir.path());
+        let start = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
+        // 90-day certificate with 32 days left: due in 2 days (renew_before 1/3 = 30 days).
+        write_cert(
+            &config,
+            start - Duration::days(58),
+            start + Duration::days(32),
+        );
+        let renewer = Arc::new(FakeRenewer {
+            calls: Mutex::new(Vec::new()),
+            fail: false,
+        });
+        let mut agent = Agent::new(
+            dir.path().join("evercert.toml"),
+            config,
+            Arc::new(TokioClock::starting_at(start)),
+            renewer.clone(),
+        );
+        let wakeups = run_for(&mut agent, Duration::days(3)).await;
+        let calls = renewer.calls.lock().unwrap().clone();
+        assert_eq!(calls.len(), 1, "{calls:?}");
+        // Due at 2 days, jittered at most an hour earlier, and not later than a second after.
+        let due = start + Duration::days(2);
+        assert!(
+            calls[0] <= due + Duration::SECOND && calls[0] >= due - Duration::HOUR,
+            "{}",
+            calls[0]
+        );
+        // The loop sleeps until events: hourly safety rescans, not a poll every few seconds.
+        assert!(wakeups <= 3 * 24 + 5, "{wakeups} wake-ups in 3 days");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_ca_down_for_hours_is_retried_with_backoff_not_in_a_loop() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config(dir.path());
+        let start = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
+        write_cert(
+            &config,
+            start - Duration::days(70),
+            start + Duration::days(20),
+        );
+        let renewer = Arc::new(FakeRenewer {
+            calls: Mutex::new(Vec::new()),
+            fail: true,
+        });
+        let mut agent = Agent::new(
+            dir.path().join("evercert.toml"),
+            config,
+            Arc::new(TokioClock::starting_at(start)),
+            renewer.clone(),
+        );
+        run_for(&mut agent, Duration::hours(12)).await;
+        let calls = renewer.calls.lock().unwrap().clone();
+        // 5 min floor, then 1, 2, 4 … minutes up to 4 h with jitter: a dozen attempts at most.
+        assert!(
+            calls.len() >= 5 && calls.len() <= 14,
+            "{} attempts: {calls:?}",
+            calls.len()
+        );
+        let gaps: Vec<Duration> = calls.windows(2).map(|pair| pair[1] - pair[0]).collect();
+        assert!(
+            gaps.iter().all(|gap| *gap >= MIN_ATTEMPT_INTERVAL),
+            "{gaps:?}"
+        );
+        assert!(
+            gaps.last().is_some_and(|gap| *gap >= Duration::hours(1)),
+            "{gaps:?}"
+        );
+        assert!(
+            gaps.iter()
+                .all(|gap| *gap <= schedule::RETRY_CAP + Duration::SECOND),
+            "{gaps:?}"
+        );
+    }
 }

@@ -86,7 +86,7 @@ fn message(event: AlertEvent, entry: &Entry, failure: Option<&str>) -> String {
     };
     let action = match entry.kind {
         Kind::Managed => format!(
-            "run `evercert renew {}` and see `evercert status`; docs/runbook.md has the steps",
+            "run `evercert renew {}` and see `evercert status`; docs/alerts.md says what to do",
             entry.name
         ),
         Kind::Monitored => "evercert does not renew it: tell whoever issues it".to_owned(),
@@ -212,7 +212,7 @@ impl Alerter {
             let request = match request {
                 Ok(request) => request,
                 Err(err) => {
-                    tracing::error!("alert webhook {url} is not a valid URL: {err}");
+                    tracing::error!("[alerts] webhook is not a valid URL: {err}");
                     return;
                 }
             };
@@ -229,8 +229,10 @@ impl Alerter {
                 tokio::time::sleep(Duration::from_secs(u64::from(attempt))).await;
             }
         }
+        // Webhook URLs often carry a token in their path: log the host only.
+        let host = url.split('/').nth(2).unwrap_or("?");
         tracing::error!(
-            "alert webhook {url} failed for {name} after {WEBHOOK_ATTEMPTS} attempts: {last}"
+            "alert webhook at {host} failed for {name} after {WEBHOOK_ATTEMPTS} attempts: {last}"
         );
     }
 }

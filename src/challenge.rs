@@ -251,17 +251,34 @@ fn write_token(
     if !safe {
         return Err(error(format!("the CA sent an unsafe token {token:?}")));
     }
+    // Modes are set explicitly, not only at creation: the service runs with UMask=0077,
+    // which would leave the token unreadable to a web server running as another user.
+    let well_known = webroot.join(".well-known");
+    let missing: Vec<PathBuf> = [&well_known, &dir]
+        .into_iter()
+        .filter(|path| !path.exists())
+        .cloned()
+        .collect();
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o755)
         .create(&dir)
         .map_err(|err| error(err.to_string()))?;
+    for created in missing {
+        std::fs::set_permissions(
+            &created,
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .map_err(|err| error(err.to_string()))?;
+    }
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .mode(0o644)
         .open(&path)
+        .map_err(|err| error(err.to_string()))?;
+    file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
         .map_err(|err| error(err.to_string()))?;
     file.write_all(key_authorization.as_bytes())
         .map_err(|err| error(err.to_string()))?;

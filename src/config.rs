@@ -1063,7 +1063,7 @@ impl Parser<'_> {
             }),
         };
         let key_mode = raw.key_mode.unwrap_or(DEFAULT_KEY_MODE);
-        if key_mode & 0o7177 != 0 {
+        if key_mode & 0o7137 != 0 {
             self.error_at(
                 path,
                 "key_mode",

@@ -395,18 +395,25 @@ pub fn inspect_managed(
 ) -> ManagedStatus {
     let (file, on_disk) = match read_cert_file(&cert.cert_path) {
         Err(CertFileError::Missing { .. }) => (None, OnDisk::Missing),
+        Err(err @ (CertFileError::PermissionDenied { .. } | CertFileError::Io { .. })) => {
+            (None, OnDisk::Unreadable(err.to_string()))
+        }
         // A chain out of order leaves which certificate is the leaf a guess: the file is
         // reported as broken, like garbage, and renewal replaces it.
         Err(err) => (None, OnDisk::Broken(err.to_string())),
-        Ok(file) => {
-            let defect = defect(cert, &file);
-            let on_disk = OnDisk::Present {
-                not_before: file.leaf.not_before,
-                not_after: file.leaf.not_after,
-                defect,
-            };
-            (Some(file), on_disk)
-        }
+        Ok(file) => match check_key_file(&cert.key_path, &cert.cert_path, &file.leaf) {
+            Err(err @ (KeyFileError::PermissionDenied { .. } | KeyFileError::Io { .. })) => {
+                (Some(file), OnDisk::Unreadable(err.to_string()))
+            }
+            key => {
+                let on_disk = OnDisk::Present {
+                    not_before: file.leaf.not_before,
+                    not_after: file.leaf.not_after,
+                    defect: defect(cert, &file, key.err()),
+                };
+                (Some(file), on_disk)
+            }
+        },
     };
     let assessment = policy::assess(&on_disk, renew_before, thresholds, now);
     ManagedStatus {
@@ -421,8 +428,12 @@ pub fn inspect_managed(
 
 /// What makes a readable certificate due at once: a key that is missing or does not match,
 /// or configured names it does not cover.
-fn defect(cert: &CertificateSettings, file: &CertFile) -> Option<String> {
-    if let Err(err) = check_key_file(&cert.key_path, &cert.cert_path, &file.leaf) {
+fn defect(
+    cert: &CertificateSettings,
+    file: &CertFile,
+    key: Option<KeyFileError>,
+) -> Option<String> {
+    if let Some(err) = key {
         return Some(err.to_string());
     }
     let uncovered = file.leaf.uncovered(&cert.domains);

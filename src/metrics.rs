@@ -58,6 +58,15 @@ impl Metrics {
     /// Replaces the per-certificate facts after a scan.
     pub fn record_scan(&self, entries: Vec<Entry>, now: OffsetDateTime) {
         let mut inner = self.lock();
+        // Counters exist from the start at 0, so that `increase()` sees the first failure.
+        for entry in entries.iter().filter(|entry| entry.kind == Kind::Managed) {
+            for result in ["success", "failure"] {
+                inner
+                    .renewals
+                    .entry((entry.name.clone(), result))
+                    .or_default();
+            }
+        }
         inner.entries = entries;
         inner.last_scan = Some(now.unix_timestamp());
     }

@@ -221,8 +221,12 @@ pub fn expiry_state(
 pub enum OnDisk {
     /// No certificate file yet: issue one.
     Missing,
-    /// A file that cannot be used at all (garbage, unreadable); the message says why.
+    /// A file that cannot be used at all (garbage, empty, a chain out of order): renewal
+    /// replaces it. The message says why.
     Broken(String),
+    /// A file evercert may not read (permission denied, I/O error): an error, but renewing
+    /// would not help and would spend the CA's rate limits on every retry.
+    Unreadable(String),
     /// A readable certificate, possibly with a defect that makes it due at once.
     Present {
         not_before: OffsetDateTime,
@@ -259,6 +263,12 @@ pub fn assess(
             state: CertState::Error,
             renew_at: now,
             due: true,
+            reason: Some(message.clone()),
+        },
+        OnDisk::Unreadable(message) => Assessment {
+            state: CertState::Error,
+            renew_at: now,
+            due: false,
             reason: Some(message.clone()),
         },
         OnDisk::Present {
@@ -446,6 +456,15 @@ mod tests {
             NOW,
         );
         assert_eq!(broken.state, CertState::Error);
+        assert!(broken.due);
+        let unreadable = assess(
+            &OnDisk::Unreadable("permission denied".into()),
+            RenewBefore::DEFAULT,
+            Thresholds::default(),
+            NOW,
+        );
+        assert_eq!(unreadable.state, CertState::Error);
+        assert!(!unreadable.due, "renewing cannot fix a permission problem");
     }
 
     #[test]

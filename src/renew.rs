@@ -589,7 +589,9 @@ async fn reload_and_verify<'c>(
             .push((cert, live));
     }
     let mut results = Vec::new();
-    for (reload, members) in groups {
+    for (reload, mut members) in groups {
+        // Orders finish in any order; hooks and logs see the names sorted.
+        members.sort_by(|a, b| a.0.name.cmp(&b.0.name));
         let Some(command) = reload else {
             for (cert, live) in members {
                 let verified = verify_all(cert, &live, deps).await;

@@ -325,8 +325,8 @@ impl FsStore {
         let chain_path = staging.join(CHAIN_FILE);
         let chain = create_new_file(&chain_path, CHAIN_MODE)
             .and_then(|file| {
-                owner.apply(&file)?;
                 file.set_permissions(Permissions::from_mode(CHAIN_MODE))?;
+                owner.apply(&file)?;
                 Ok(file)
             })
             .map_err(|err| io_error(name, "create", &chain_path, &err))?;
@@ -885,12 +885,13 @@ fn create_new_file(path: &Path, mode: u32) -> io::Result<File> {
         .open(path)
 }
 
-/// The key file: 0600 at creation, then handed to its owner/group, then `key_mode` — all
-/// before the first secret byte.
+/// The key file: 0600 at creation, then `key_mode`, then handed to its owner/group — all
+/// before the first secret byte. The mode is set while we still own the file, so changing it
+/// needs no CAP_FOWNER; until the chown its group is ours, so nobody else gains access early.
 fn create_key_file(path: &Path, owner: Ownership, key_mode: u32) -> io::Result<File> {
     let file = create_new_file(path, 0o600)?;
-    owner.apply(&file)?;
     file.set_permissions(Permissions::from_mode(key_mode))?;
+    owner.apply(&file)?;
     Ok(file)
 }
 
