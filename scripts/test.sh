@@ -3,5 +3,5 @@
 # against a real Pebble CA on loopback.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/ensure-pebble.sh
+bash scripts/ensure-deps.sh
 cargo test --locked "$@"

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Installs what the tests and the demo need from Debian when it is missing: Pebble (the ACME
+# test CA, started on loopback by the tests) and systemd-analyze (checks the hardening of
+# the shipped units). Needs root or sudo only when something is missing.
+set -euo pipefail
+missing=()
+command -v pebble >/dev/null 2>&1 && command -v pebble-challtestsrv >/dev/null 2>&1 || missing+=(pebble)
+command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
+[ ${#missing[@]} -eq 0 ] && exit 0
+echo "installing ${missing[*]} (Debian packages) ..." >&2
+SUDO=""
+if [ "$(id -u)" != "0" ]; then SUDO="sudo"; fi
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
