@@ -305,6 +305,16 @@ impl Agent {
             }
         }
         plan.next_renewal = plan.next.clone();
+        // A broken file (garbage, emptied) is repaired by the renewal below; someone broke it,
+        // though, and that is worth an alert before the repair hides it.
+        let broken: Vec<Entry> = statuses
+            .iter()
+            .filter(|status| status.assessment.state == crate::policy::CertState::Error)
+            .map(|status| report::managed_entry(status, now))
+            .collect();
+        if !broken.is_empty() {
+            self.alert(&broken, now).await;
+        }
         if !plan.due.is_empty() {
             tracing::info!("renewing {}", plan.due.join(", "));
             for name in &plan.due {
@@ -547,7 +557,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), AgentError>
     let mut metrics_task = start_metrics(&agent).await?;
     let (events_tx, mut events) = mpsc::unbounded_channel();
     let mut watcher = Watcher::new(events_tx.clone());
-    watcher.watch_config(agent.config());
+    let _ = watcher.watch_config(agent.config());
 
     let watchdog = watchdog_interval();
     let mut ready = false;
@@ -571,16 +581,24 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), AgentError>
                 }
             }
         };
-        watcher.watch_config(agent.config());
+        // A directory that appeared during the scan (first issuance) is watched only now: a
+        // change made in between would be missed, so look once more shortly.
+        let newly_watched = watcher.watch_config(agent.config()) > 0;
         let status = agent.status_line(&plan);
         tracing::debug!("{status}");
         notify(ready, &status);
         ready = true;
         let now = agent.clock.now();
-        let next = plan
+        let mut next = plan
             .next
             .map_or(RESCAN, |(at, _)| at - now)
             .max(Duration::ZERO);
+        if watcher.degraded {
+            next = next.min(RESCAN_DEGRADED);
+        }
+        if newly_watched {
+            next = next.min(Duration::try_from(COALESCE).unwrap_or(Duration::SECOND));
+        }
         let deadline = tokio::time::Instant::now() + next.unsigned_abs();
         // Waits for the deadline, a file event, or a signal; the watchdog is fed meanwhile.
         let stop = loop {
@@ -603,7 +621,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), AgentError>
                         Ok(()) => {
                             tracing::info!("configuration reloaded from {}", agent.config_path.display());
                             watcher = Watcher::new(events_tx.clone());
-                            watcher.watch_config(agent.config());
+                            let _ = watcher.watch_config(agent.config());
                             // The old listener must be gone before the new one binds.
                             metrics_task.abort();
                             let _ = (&mut metrics_task).await;

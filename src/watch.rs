@@ -81,8 +81,9 @@ impl Watcher {
         }
     }
 
-    /// Watches the directories of every file the configuration names.
-    pub fn watch_config(&mut self, config: &Config) {
+    /// Watches the directories of every file the configuration names; returns how many
+    /// directories are newly watched.
+    pub fn watch_config(&mut self, config: &Config) -> usize {
         let mut files: Vec<&Path> = Vec::new();
         for cert in &config.certificates {
             files.push(&cert.cert_path);
@@ -93,11 +94,11 @@ impl Watcher {
                 files.push(path);
             }
         }
-        self.watch_files(&files);
+        self.watch_files(&files)
     }
 
-    /// Watches the parent directories of `files`.
-    pub fn watch_files(&mut self, files: &[&Path]) {
+    /// Watches the parent directories of `files`; returns how many are newly watched.
+    pub fn watch_files(&mut self, files: &[&Path]) -> usize {
         let mut dirs = BTreeSet::new();
         if let Ok(mut names) = self.names.write() {
             for file in files {
@@ -110,8 +111,9 @@ impl Watcher {
             }
         }
         let Some(inner) = self.inner.as_mut() else {
-            return;
+            return 0;
         };
+        let mut added = 0;
         for dir in dirs {
             if self.watched.contains(&dir) || !dir.exists() {
                 continue;
@@ -119,6 +121,7 @@ impl Watcher {
             match inner.watch(&dir, RecursiveMode::NonRecursive) {
                 Ok(()) => {
                     self.watched.insert(dir);
+                    added += 1;
                 }
                 // Running out of inotify watches is worth saying; rescans cover for it.
                 Err(err) if !self.degraded => {
@@ -131,5 +134,6 @@ impl Watcher {
                 Err(_) => {}
             }
         }
+        added
     }
 }

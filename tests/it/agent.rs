@@ -23,7 +23,10 @@ impl Running {
     fn start(setup: &Setup) -> Self {
         let mut child = setup
             .command(&["run"])
-            .env("EVERCERT_LOG", "info")
+            .env(
+                "EVERCERT_LOG",
+                std::env::var("AGENT_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -179,7 +182,11 @@ fn agent_renews_a_due_certificate_alerts_serves_metrics_and_stops_on_sigterm() {
     // count the rescans that file events caused (the first issuance's writes: at most two).
     std::thread::sleep(Duration::from_secs(5));
     let rescans = agent.log().matches("changed on disk").count();
-    assert!(rescans <= 2, "{rescans} event-driven rescans:\n{}", agent.log());
+    assert!(
+        rescans <= 2,
+        "{rescans} event-driven rescans:\n{}",
+        agent.log()
+    );
     let log = agent.log.clone();
     let (code, took) = agent.stop();
     assert_eq!(code, 0);
@@ -285,6 +292,132 @@ fn agent_alerts_once_for_a_monitored_certificate_and_sees_it_replaced() {
     assert_eq!(events[0]["name"], "partner");
     assert_eq!(events[0]["kind"], "monitored");
     assert!(events[0]["days_left"].as_f64().unwrap() <= 5.0);
+    let (code, _) = agent.stop();
+    assert_eq!(code, 0);
+}
+
+#[test]
+fn agent_speaks_the_systemd_notify_protocol() {
+    let setup = Setup::new();
+    setup.write_config(&[CertSpec::new("shop")]);
+    let socket_path = setup.path().join("notify.sock");
+    let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut child = setup
+        .command(&["run"])
+        .env("NOTIFY_SOCKET", &socket_path)
+        .env("WATCHDOG_USEC", "400000")
+        .env("WATCHDOG_PID", "")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut messages = Vec::new();
+    let mut buffer = [0u8; 4096];
+    let started = Instant::now();
+    // READY with a STATUS line after the first scan; WATCHDOG=1 every 200 ms, also during
+    // the scan.
+    while started.elapsed() < Duration::from_secs(20) {
+        let Ok(len) = socket.recv(&mut buffer) else {
+            break;
+        };
+        messages.push(String::from_utf8_lossy(&buffer[..len]).into_owned());
+        let ready = messages.iter().any(|m| m.contains("READY=1"));
+        if ready && messages.iter().filter(|m| m.contains("WATCHDOG=1")).count() >= 2 {
+            break;
+        }
+    }
+    let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    let ready = messages
+        .iter()
+        .find(|m| m.contains("READY=1"))
+        .unwrap_or_else(|| panic!("{messages:?}"));
+    assert!(ready.contains("STATUS=1 certificate"), "{ready}");
+    assert!(ready.contains("next: shop renewal in"), "{ready}");
+    assert!(
+        messages.iter().filter(|m| m.contains("WATCHDOG=1")).count() >= 2,
+        "{messages:?}"
+    );
+}
+
+#[test]
+fn agent_alerts_on_garbage_and_a_dead_endpoint_and_survives_a_hanging_alert_command() {
+    let mut setup = Setup::new();
+    let alerts_log = setup.path().join("alerts.jsonl");
+    // An endpoint that answers at first and then goes away.
+    let (not_before, not_after) = certs::days_left(60);
+    let served = certs::leaf(
+        &["api.example.test"],
+        not_before,
+        not_after,
+        KeyType::EcdsaP256,
+    );
+    let endpoint_server = certs::TlsServer::start(&served);
+    let endpoint = endpoint_server.endpoint();
+    // The alert command records the alert, then hangs far beyond its 1 s timeout.
+    setup.tail = format!(
+        "[alerts]\ncommand = \"cat >> {log}; echo >> {log}; sleep 60\"\ntimeout = \"1s\"\n\n[[monitor]]\nname = \"api\"\nendpoint = \"{endpoint}\"\n",
+        log = alerts_log.display()
+    );
+    setup.write_config(&[CertSpec::new("shop"), CertSpec::new("other")]);
+    let agent = Running::start(&setup);
+    let alerts = || std::fs::read_to_string(&alerts_log).unwrap_or_default();
+    wait_for(Duration::from_secs(20), "both certificates issued", || {
+        serial_of(&setup.cert_path("shop")).is_some()
+            && serial_of(&setup.cert_path("other")).is_some()
+    });
+    let other = serial_of(&setup.cert_path("other")).unwrap();
+
+    // Garbage replaces the live certificate (through the symlink's target): alerted as an
+    // error and re-issued; the other certificate is left alone.
+    let live = std::fs::canonicalize(setup.cert_path("shop")).unwrap();
+    let garbage = live.with_file_name(".garbage");
+    std::fs::write(&garbage, b"this is not a certificate").unwrap();
+    std::fs::remove_file(setup.cert_path("shop")).unwrap();
+    std::fs::rename(&garbage, setup.cert_path("shop")).unwrap();
+    let started = Instant::now();
+    while !alerts().contains("\"event\":\"error\"") {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "no error alert; alerts:\n{}\nagent log:\n{}",
+            alerts(),
+            agent.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    wait_for(Duration::from_secs(20), "shop re-issued", || {
+        serial_of(&setup.cert_path("shop")).is_some()
+    });
+    assert_eq!(
+        serial_of(&setup.cert_path("other")).as_deref(),
+        Some(other.as_str())
+    );
+    assert!(
+        agent.log().contains("alert command failed")
+            && agent.log().contains("did not finish within 1 s"),
+        "{}",
+        agent.log()
+    );
+
+    // The endpoint stops answering: noticed at the next scan (the file change above caused
+    // some; SIGHUP forces one more), alerted as an error naming the endpoint.
+    drop(endpoint_server);
+    agent.signal(rustix::process::Signal::HUP);
+    wait_for(
+        Duration::from_secs(20),
+        "the endpoint's error alert",
+        || {
+            alerts().lines().any(|line| {
+                line.contains("\"name\":\"api\"") && line.contains("\"event\":\"error\"")
+            })
+        },
+    );
+    assert!(alerts().contains("cannot connect"), "{}", alerts());
     let (code, _) = agent.stop();
     assert_eq!(code, 0);
 }
