@@ -59,6 +59,12 @@ pub struct AcmeError {
 }
 
 impl AcmeError {
+    /// The CA no longer knows our account (a private CA was reset, the account was
+    /// deactivated elsewhere): a new registration, not a retry, is what helps.
+    pub fn account_gone(&self) -> bool {
+        self.message.contains("(accountDoesNotExist)")
+    }
+
     fn permanent(message: impl Into<String>) -> Self {
         Self {
             kind: FailureKind::Permanent,
@@ -169,6 +175,15 @@ pub fn account_dir(state_dir: &Path, directory_url: &str) -> PathBuf {
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, directory_url.as_bytes());
     let short = crate::inventory::hex(&digest.as_ref()[..4]);
     state_dir.join("accounts").join(format!("{host}-{short}"))
+}
+
+/// Moves the stored account for `directory` aside (`DIR.gone-TIMESTAMP`), so that the next
+/// connection registers a new one. Returns where it went.
+pub fn forget_account(state_dir: &Path, directory: &str) -> std::io::Result<PathBuf> {
+    let dir = account_dir(state_dir, directory);
+    let aside = dir.with_extension(format!("gone-{}", now_compact()));
+    std::fs::rename(&dir, &aside)?;
+    Ok(aside)
 }
 
 /// What is stored about an account besides instant-acme's credentials.

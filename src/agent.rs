@@ -734,6 +734,7 @@ mod tests {
                         message: "CA down".into(),
                         kind: FailureKind::Transient,
                         retry_after: None,
+                        account_gone: false,
                     })
                 } else {
                     write_cert(config, now, now + Duration::days(90));

@@ -71,6 +71,8 @@ pub struct Failure {
     pub message: String,
     pub kind: FailureKind,
     pub retry_after: Option<OffsetDateTime>,
+    /// The CA no longer knows the account: register anew and retry once.
+    pub account_gone: bool,
 }
 
 impl Failure {
@@ -80,11 +82,13 @@ impl Failure {
             message: message.into(),
             kind,
             retry_after: None,
+            account_gone: false,
         }
     }
 
     fn from_acme(err: AcmeError) -> Self {
         Self {
+            account_gone: err.account_gone(),
             step: "order",
             message: err.message,
             kind: err.kind,
@@ -211,9 +215,10 @@ pub async fn run(
             Err(err) => {
                 let failure = Failure {
                     step: "account",
-                    message: err.message,
                     kind: err.kind,
                     retry_after: err.retry_after.map(OffsetDateTime::from),
+                    account_gone: false,
+                    message: err.message,
                 };
                 for (cert, _) in &due {
                     (deps.progress)(&cert.name, &format!("failed: {}", failure.message));
@@ -223,38 +228,37 @@ pub async fn run(
                 return ordered(&selected, report);
             }
         };
-    let responders = Responders::default();
-
-    // Boxed with an explicit type: a closure in `.map()` trips the compiler's higher-ranked
-    // lifetime inference once the whole pipeline must be `Send` (the agent spawns it).
-    type Pending<'c, 'r> = Pin<
-        Box<dyn Future<Output = (&'c CertificateSettings, Result<Stored, Failure>)> + Send + 'r>,
-    >;
-    let orders: Vec<Pending<'_, '_>> = due
-        .into_iter()
-        .map(|(cert, current)| -> Pending<'_, '_> {
-            let client = client.clone();
-            let responders = &responders;
-            Box::pin(async move {
-                let result = order_and_store(
-                    config,
-                    cert,
-                    current.as_ref(),
-                    &client,
-                    responders,
-                    deps,
-                    request.dry_run,
-                )
-                .await;
-                (cert, result)
-            })
-        })
+    let currents: BTreeMap<String, Option<CertFile>> = due
+        .iter()
+        .map(|(cert, file)| (cert.name.clone(), file.clone()))
         .collect();
-    let issued: Vec<(&CertificateSettings, Result<Stored, Failure>)> = stream::iter(orders)
-        .buffer_unordered(CONCURRENT_ORDERS)
-        .collect()
-        .await;
-    drop(responders);
+    let mut issued = order_all(config, due, &client, deps, request.dry_run).await;
+    let gone: Vec<&CertificateSettings> = issued
+        .iter()
+        .filter(|(_, result)| matches!(result, Err(failure) if failure.account_gone))
+        .map(|(cert, _)| *cert)
+        .collect();
+    if !gone.is_empty() {
+        // Once per run: register a new account and try those orders again.
+        match crate::acme::forget_account(&config.state_dir, directory) {
+            Ok(aside) => tracing::warn!(
+                "the CA at {directory} no longer knows our account; moved its credentials to {} and registering a new one",
+                aside.display()
+            ),
+            Err(err) => tracing::warn!("cannot move the stale account aside: {err}"),
+        }
+        if let Ok(fresh) =
+            AcmeClient::connect(&config.acme, directory, &config.state_dir, &save_secret).await
+        {
+            let retry: Vec<(&CertificateSettings, Option<CertFile>)> = gone
+                .iter()
+                .map(|cert| (*cert, currents.get(&cert.name).cloned().flatten()))
+                .collect();
+            let retried = order_all(config, retry, &Arc::new(fresh), deps, request.dry_run).await;
+            issued.retain(|(cert, _)| !gone.iter().any(|g| g.name == cert.name));
+            issued.extend(retried);
+        }
+    }
 
     let mut stored = Vec::new();
     for (cert, result) in issued {
@@ -310,6 +314,47 @@ pub async fn run(
         }
     }
     ordered(&selected, report)
+}
+
+/// Orders every due certificate, up to [`CONCURRENT_ORDERS`] at once, sharing one set of
+/// challenge responders (bound only for the duration of this call).
+async fn order_all<'c>(
+    config: &'c Config,
+    due: Vec<(&'c CertificateSettings, Option<CertFile>)>,
+    client: &Arc<AcmeClient>,
+    deps: &Deps<'_>,
+    dry_run: bool,
+) -> Vec<(&'c CertificateSettings, Result<Stored, Failure>)> {
+    let responders = Responders::default();
+    // Boxed with an explicit type: a closure in `.map()` trips the compiler's higher-ranked
+    // lifetime inference once the whole pipeline must be `Send` (the agent spawns it).
+    type Pending<'c, 'r> = Pin<
+        Box<dyn Future<Output = (&'c CertificateSettings, Result<Stored, Failure>)> + Send + 'r>,
+    >;
+    let orders: Vec<Pending<'c, '_>> = due
+        .into_iter()
+        .map(|(cert, current)| -> Pending<'c, '_> {
+            let client = client.clone();
+            let responders = &responders;
+            Box::pin(async move {
+                let result = order_and_store(
+                    config,
+                    cert,
+                    current.as_ref(),
+                    &client,
+                    responders,
+                    deps,
+                    dry_run,
+                )
+                .await;
+                (cert, result)
+            })
+        })
+        .collect();
+    stream::iter(orders)
+        .buffer_unordered(CONCURRENT_ORDERS)
+        .collect()
+        .await
 }
 
 fn ordered(selected: &[&CertificateSettings], mut report: BTreeMap<String, Outcome>) -> RunReport {

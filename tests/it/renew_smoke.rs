@@ -26,3 +26,42 @@ fn dns01_hook_issues() {
 fn tlsalpn01_issues() {
     issue_with(Challenge::TlsAlpn);
 }
+
+#[test]
+fn an_account_the_ca_forgot_is_registered_anew() {
+    let setup = Setup::new();
+    setup.write_config(&[CertSpec::new("shop")]);
+    let first = setup.run(&["renew"]);
+    assert_eq!(first.code, 0, "{}", first.all());
+    // Make the stored account one the CA never heard of (as after a private CA's reset).
+    let accounts = setup.state_dir().join("accounts");
+    let dir = std::fs::read_dir(&accounts)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let credentials = dir.join("credentials.json");
+    let mut json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&credentials).unwrap()).unwrap();
+    let id = json["id"].as_str().unwrap().to_owned();
+    json["id"] = serde_json::Value::String(format!("{id}0000forgotten"));
+    std::fs::write(&credentials, serde_json::to_vec(&json).unwrap()).unwrap();
+
+    let again = setup.run(&["renew", "--force"]);
+    assert_eq!(again.code, 0, "{}", again.all());
+    assert!(
+        again.stdout.contains("summary: 1 renewed"),
+        "{}",
+        again.all()
+    );
+    let names: Vec<String> = std::fs::read_dir(&accounts)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        names.iter().any(|name| name.contains(".gone-")),
+        "{names:?}"
+    );
+    assert_eq!(names.len(), 2, "{names:?}");
+}
