@@ -140,6 +140,7 @@ fn target(cert: &CertificateSettings) -> Target<'_> {
         key_mode: cert.key_mode,
         owner: cert.owner.as_deref(),
         group: cert.group.as_deref(),
+        bundle_path: cert.bundle_path.as_deref(),
     }
 }
 
@@ -695,6 +696,9 @@ fn reload_env(members: &[(&CertificateSettings, Live)]) -> Vec<(&'static str, St
         env.push(("EVERCERT_DOMAINS", cert.domains.join(" ")));
         env.push(("EVERCERT_CERT_PATH", cert.cert_path.display().to_string()));
         env.push(("EVERCERT_KEY_PATH", cert.key_path.display().to_string()));
+        if let Some(bundle) = &cert.bundle_path {
+            env.push(("EVERCERT_BUNDLE_PATH", bundle.display().to_string()));
+        }
         env.push(("EVERCERT_SERIAL", live.serial.clone()));
         env.push(("EVERCERT_NOT_AFTER", rfc3339(live.not_after)));
     }

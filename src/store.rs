@@ -29,6 +29,7 @@ use time::macros::format_description;
 
 const KEY_FILE: &str = "privkey.pem";
 const CHAIN_FILE: &str = "fullchain.pem";
+const BUNDLE_FILE: &str = "bundle.pem";
 const META_FILE: &str = "meta.json";
 const DIR_MODE: u32 = 0o755;
 const CHAIN_MODE: u32 = 0o644;
@@ -67,6 +68,8 @@ pub struct Target<'a> {
     pub key_mode: u32,
     pub owner: Option<&'a str>,
     pub group: Option<&'a str>,
+    /// Key and full chain in one file (HAProxy), flipped together with the other two.
+    pub bundle_path: Option<&'a Path>,
 }
 
 /// A version directory under `archive/NAME/`; sorts oldest first.
@@ -259,7 +262,19 @@ impl FsStore {
                 "cert_path and key_path are the same file; give the key its own file",
             ));
         }
-        for path in [target.cert_path, target.key_path] {
+        if let Some(bundle) = target.bundle_path
+            && (bundle == target.cert_path || bundle == target.key_path)
+        {
+            return Err(bad_target(
+                name,
+                bundle,
+                "bundle_path is the same file as cert_path or key_path; give the bundle its own file",
+            ));
+        }
+        for path in [Some(target.cert_path), Some(target.key_path), target.bundle_path]
+            .into_iter()
+            .flatten()
+        {
             if path.file_name().is_none() {
                 return Err(bad_target(
                     name,
@@ -333,6 +348,18 @@ impl FsStore {
         write_and_sync(chain, content.chain_pem)
             .map_err(|err| io_error(name, "write", &chain_path, &err))?;
         self.pause();
+
+        // Key and chain in one file for servers that want that (HAProxy): a secret, so it is
+        // made like the key file. Every version has one, so any version can be rolled back to.
+        let bundle_path = staging.join(BUNDLE_FILE);
+        let mut bundle = content.key_pem.to_vec();
+        if !bundle.ends_with(b"\n") {
+            bundle.push(b'\n');
+        }
+        bundle.extend_from_slice(content.chain_pem);
+        let file = create_key_file(&bundle_path, owner, key_mode)
+            .map_err(|err| io_error(name, "create the bundle file", &bundle_path, &err))?;
+        write_and_sync(file, &bundle).map_err(|err| io_error(name, "write", &bundle_path, &err))?;
 
         // Last, so a version with meta.json is known to be complete.
         let meta_path = staging.join(META_FILE);
@@ -428,6 +455,11 @@ impl FsStore {
         if cert_state != PathState::Ours {
             self.point_at_live(name, target.cert_path, CHAIN_FILE)?;
         }
+        if let Some(bundle) = target.bundle_path
+            && self.classify(name, bundle, BUNDLE_FILE)? != PathState::Ours
+        {
+            self.point_at_live(name, bundle, BUNDLE_FILE)?;
+        }
         Ok(())
     }
 
@@ -490,7 +522,10 @@ impl CertStore for FsStore {
                 remove_entry(name, &live_dir.join(&entry))?;
             }
         }
-        for path in [target.cert_path, target.key_path] {
+        for path in [Some(target.cert_path), Some(target.key_path), target.bundle_path]
+            .into_iter()
+            .flatten()
+        {
             let tmp = path_temp(path);
             match fs::symlink_metadata(&tmp) {
                 Err(err) if err.kind() == io::ErrorKind::NotFound => {}
@@ -507,12 +542,19 @@ impl CertStore for FsStore {
         let owner = Ownership::resolve(name, target.owner, target.group)?;
         // Every directory that will be written must exist before anything changes.
         self.ensure_layout(name)?;
-        for path in [target.key_path, target.cert_path] {
+        for path in [Some(target.key_path), Some(target.cert_path), target.bundle_path]
+            .into_iter()
+            .flatten()
+        {
             ensure_dir(&parent_dir(path))
                 .map_err(|(dir, err)| io_error(name, "create directory", &dir, &err))?;
         }
         let cert_state = self.classify(name, target.cert_path, CHAIN_FILE)?;
         let key_state = self.classify(name, target.key_path, KEY_FILE)?;
+        let bundle_ours = match target.bundle_path {
+            Some(bundle) => self.classify(name, bundle, BUNDLE_FILE)? == PathState::Ours,
+            None => true,
+        };
 
         let issued_at = OffsetDateTime::now_utc();
         let content = VersionContent {
@@ -529,7 +571,7 @@ impl CertStore for FsStore {
         };
         let version = self.store_version(name, owner, target.key_mode, &content)?;
 
-        if cert_state != PathState::Ours || key_state != PathState::Ours {
+        if cert_state != PathState::Ours || key_state != PathState::Ours || !bundle_ours {
             self.migrate(target, owner, cert_state, key_state)?;
         }
         let previous = self.current(name)?;
@@ -1052,6 +1094,7 @@ mod tests {
                 key_mode: 0o600,
                 owner: None,
                 group: None,
+                bundle_path: None,
             }
         }
 
@@ -1341,6 +1384,24 @@ mod tests {
         assert!(!seen.is_empty(), "the watcher saw the staged key");
         for (mode, _len) in seen {
             assert_eq!(mode & !0o640, 0, "mode {mode:o} is wider than 0640");
+        }
+    }
+
+    #[test]
+    fn a_bundle_path_flips_with_the_pair() {
+        let fx = Fixture::new();
+        let bundle = fx.root.join("tls/shop/bundle.pem");
+        let target = Target {
+            bundle_path: Some(&bundle),
+            ..fx.target()
+        };
+        for tag in ["one", "two"] {
+            let key = format!("KEY {tag}\n");
+            let chain = format!("CHAIN {tag}\n");
+            fx.store.install(&target, &pair(&key, &chain, tag)).unwrap();
+            assert!(is_symlink(&bundle));
+            assert_eq!(fs::read_to_string(&bundle).unwrap(), format!("{key}{chain}"));
+            assert_eq!(mode(&fs::canonicalize(&bundle).unwrap()), 0o600);
         }
     }
 

@@ -65,3 +65,25 @@ fn an_account_the_ca_forgot_is_registered_anew() {
     );
     assert_eq!(names.len(), 2, "{names:?}");
 }
+
+#[test]
+fn a_bundle_path_holds_the_key_and_the_chain() {
+    let setup = Setup::new();
+    let bundle = setup.path().join("tls/shop/haproxy.pem");
+    setup.write_config(&[
+        CertSpec::new("shop").extra(&format!("bundle_path = \"{}\"", bundle.display()))
+    ]);
+    let run = setup.run(&["renew"]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    let key = std::fs::read_to_string(setup.key_path("shop")).unwrap();
+    let chain = std::fs::read_to_string(setup.cert_path("shop")).unwrap();
+    let combined = std::fs::read_to_string(&bundle).unwrap();
+    assert!(combined.starts_with(&key), "the bundle starts with the key");
+    assert!(
+        combined.ends_with(&chain),
+        "the bundle ends with the full chain"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&bundle).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+}
