@@ -2,7 +2,10 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod agent;
 mod cli_inventory;
 mod pebble_smoke;
+mod renew_paths;
 mod renew_smoke;
 mod support;
+mod systemd_units;

@@ -6,4 +6,5 @@
 pub mod certs;
 pub mod pebble;
 pub mod setup;
+pub mod webroot;
 pub mod webserver;
