@@ -33,6 +33,8 @@ use crate::watch::Watcher;
 /// The slow safety net: everything is looked at again at least this often, even if no
 /// event is scheduled and no file changed (endpoints, clock jumps, missed events).
 pub const RESCAN: Duration = Duration::hours(1);
+/// The shortest sleep between two scans.
+pub const MIN_SLEEP: Duration = Duration::SECOND;
 /// The rescan interval when some directory cannot be watched (inotify watches ran out).
 pub const RESCAN_DEGRADED: Duration = Duration::minutes(5);
 /// A certificate is never attempted twice within this, whatever the schedule says: the
@@ -223,9 +225,9 @@ impl Agent {
         &self,
         status: &ManagedStatus,
         history: &CertHistory,
+        now: OffsetDateTime,
     ) -> (OffsetDateTime, &'static str) {
         let assessment = &status.assessment;
-        let now = self.clock.now();
         if !assessment.due && assessment.renew_at <= now {
             // Unreadable (permission denied): an error to alert on, not a reason to order
             // certificates that could not be written either.
@@ -297,7 +299,7 @@ impl Agent {
         };
         for status in &statuses {
             let history = self.state.load(&status.name);
-            let (at, why) = self.next_attempt(status, &history);
+            let (at, why) = self.next_attempt(status, &history, now);
             if at <= now {
                 plan.due.push(status.name.clone());
             } else {
@@ -344,7 +346,7 @@ impl Agent {
             plan.next = None;
             for status in &statuses {
                 let history = self.state.load(&status.name);
-                let (at, why) = self.next_attempt(status, &history);
+                let (at, why) = self.next_attempt(status, &history, now);
                 consider(
                     at.max(now + Duration::SECOND),
                     format!("{} {why}", status.name),
@@ -599,6 +601,8 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), AgentError>
         if newly_watched {
             next = next.min(Duration::try_from(COALESCE).unwrap_or(Duration::SECOND));
         }
+        // Whatever the schedule says, never spin: a second between scans at the least.
+        next = next.max(MIN_SLEEP);
         let deadline = tokio::time::Instant::now() + next.unsigned_abs();
         // Waits for the deadline, a file event, or a signal; the watchdog is fed meanwhile.
         let stop = loop {

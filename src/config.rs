@@ -34,6 +34,7 @@ const DEFAULT_STATE_DIR: &str = "/var/lib/evercert";
 const DEFAULT_KEY_MODE: u32 = 0o600;
 const DEFAULT_HOOK_TIMEOUT: Duration = Duration::seconds(60);
 const DEFAULT_ALERT_TIMEOUT: Duration = Duration::seconds(30);
+const DEFAULT_VERIFY_TIMEOUT: Duration = Duration::seconds(15);
 const DEFAULT_ACME_TIMEOUT: Duration = Duration::seconds(30);
 
 // ---------------------------------------------------------------------------------------------
@@ -159,6 +160,8 @@ pub struct CertificateSettings {
     pub reload: Option<String>,
     pub reload_timeout: Duration,
     pub verify: Vec<Endpoint>,
+    /// How long the verify endpoints may take to serve the new certificate.
+    pub verify_timeout: Duration,
     /// Overrides `[renewal] renew_before` for this certificate.
     pub renew_before: Option<RenewBefore>,
     pub challenge: ChallengeSettings,
@@ -352,6 +355,7 @@ struct RawCertificate {
     reload: Option<String>,
     reload_timeout: Option<String>,
     verify: Option<Vec<String>>,
+    verify_timeout: Option<String>,
     renew_before: Option<NumberOrText>,
     http01: Option<RawHttp01>,
     dns01: Option<RawDns01>,
@@ -1092,6 +1096,12 @@ impl Parser<'_> {
                 ),
             }
         }
+        let verify_timeout = self.duration(
+            path,
+            "verify_timeout",
+            raw.verify_timeout,
+            DEFAULT_VERIFY_TIMEOUT,
+        );
         let renew_before = self.renew_before(path, raw.renew_before);
         let challenge = self.challenge(path, raw.http01, raw.dns01, raw.tlsalpn01, resolve);
         if let (Some(domains), Some(challenge)) = (&domains, &challenge)
@@ -1119,6 +1129,7 @@ impl Parser<'_> {
             reload: raw.reload.filter(|reload| !reload.trim().is_empty()),
             reload_timeout,
             verify,
+            verify_timeout,
             renew_before,
             challenge: challenge?,
         })

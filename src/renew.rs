@@ -23,6 +23,7 @@ use crate::config::{CertificateSettings, Config, Endpoint};
 use crate::hooks;
 use crate::inventory::{self, CertFile};
 use crate::lock::RenewLock;
+use crate::policy::CertState;
 use crate::probe;
 use crate::state::StateStore;
 use crate::store::{CertStore, Installed, NewPair, Target, VersionId};
@@ -32,8 +33,6 @@ use crate::store::{CertStore, Installed, NewPair, Target, VersionId};
 const CONCURRENT_ORDERS: usize = 16;
 /// How long to wait for another evercert renewing the same certificate.
 const LOCK_WAIT: Duration = Duration::from_secs(60);
-/// How long a verify endpoint may take to start serving the new certificate.
-const VERIFY_WINDOW: Duration = Duration::from_secs(15);
 
 /// What the caller asked for.
 #[derive(Debug, Clone, Default)]
@@ -185,6 +184,26 @@ pub async fn run(
         );
         if status.assessment.due || request.force {
             due.push((*cert, status.file));
+        } else if status.assessment.state == CertState::Error {
+            // Unreadable files (permissions, a file where a directory should be): renewing
+            // cannot fix them, but "not due" and exit 0 would hide them from cron and CI.
+            let problem = status
+                .problem
+                .or(status.assessment.reason)
+                .unwrap_or_else(|| "the certificate cannot be read".to_owned());
+            let failure = Failure::new(
+                "inspect",
+                FailureKind::Permanent,
+                format!(
+                    "{problem}; evercert must be able to read and replace cert_path and key_path: fix their directories or permissions, or the paths in the configuration"
+                ),
+            );
+            (deps.progress)(
+                &cert.name,
+                &format!("failed at {}: {}", failure.step, failure.message),
+            );
+            record_failure(deps, &cert.name, &failure, now, request.dry_run);
+            report.insert(cert.name.clone(), Outcome::Failed(failure));
         } else {
             (deps.progress)(
                 &cert.name,
@@ -668,6 +687,10 @@ async fn reload_and_verify<'c>(
                 for (cert, live) in &members {
                     restored.push(rollback(cert, live, deps));
                 }
+                // The hook now reloads the restored pair: describe that one, not the rejected.
+                let certs: Vec<&CertificateSettings> =
+                    members.iter().map(|(cert, _)| *cert).collect();
+                let env = restored_env(&certs);
                 let again = match hooks::run(&command, &[], &env, timeout.unsigned_abs()).await {
                     Ok(_) => "the previous certificate was restored and reloaded".to_owned(),
                     Err(again) => format!(
@@ -688,10 +711,34 @@ async fn reload_and_verify<'c>(
 }
 
 fn reload_env(members: &[(&CertificateSettings, Live)]) -> Vec<(&'static str, String)> {
-    let names: Vec<&str> = members.iter().map(|(cert, _)| cert.name.as_str()).collect();
+    let certs: Vec<&CertificateSettings> = members.iter().map(|(cert, _)| *cert).collect();
+    let live = match members {
+        [(_, live)] => Some((live.serial.clone(), live.not_after)),
+        _ => None,
+    };
+    hook_env(&certs, live)
+}
+
+/// The environment of the reload after a rollback: the pair that is live again, read back
+/// through `cert_path`.
+fn restored_env(certs: &[&CertificateSettings]) -> Vec<(&'static str, String)> {
+    let live = match certs {
+        [cert] => inventory::read_cert_file(&cert.cert_path)
+            .ok()
+            .map(|file| (file.leaf.serial, file.leaf.not_after)),
+        _ => None,
+    };
+    hook_env(certs, live)
+}
+
+fn hook_env(
+    certs: &[&CertificateSettings],
+    live: Option<(String, OffsetDateTime)>,
+) -> Vec<(&'static str, String)> {
+    let names: Vec<&str> = certs.iter().map(|cert| cert.name.as_str()).collect();
     let mut env = vec![("EVERCERT_NAMES", names.join(" "))];
     // Single-certificate variables only when they are unambiguous.
-    if let [(cert, live)] = members {
+    if let [cert] = certs {
         env.push(("EVERCERT_NAME", cert.name.clone()));
         env.push(("EVERCERT_DOMAINS", cert.domains.join(" ")));
         env.push(("EVERCERT_CERT_PATH", cert.cert_path.display().to_string()));
@@ -699,8 +746,10 @@ fn reload_env(members: &[(&CertificateSettings, Live)]) -> Vec<(&'static str, St
         if let Some(bundle) = &cert.bundle_path {
             env.push(("EVERCERT_BUNDLE_PATH", bundle.display().to_string()));
         }
-        env.push(("EVERCERT_SERIAL", live.serial.clone()));
-        env.push(("EVERCERT_NOT_AFTER", rfc3339(live.not_after)));
+        if let Some((serial, not_after)) = live {
+            env.push(("EVERCERT_SERIAL", serial));
+            env.push(("EVERCERT_NOT_AFTER", rfc3339(not_after)));
+        }
     }
     env
 }
@@ -735,7 +784,8 @@ async fn finish_verify<'c>(
             let restored = rollback(cert, &live, deps);
             let again = match reload {
                 Some(command) => {
-                    match hooks::run(command, &[], &[], cert.reload_timeout.unsigned_abs()).await {
+                    let env = restored_env(&[cert]);
+                    match hooks::run(command, &[], &env, cert.reload_timeout.unsigned_abs()).await {
                         Ok(_) => "; the previous certificate was restored and reloaded".to_owned(),
                         Err(err) => format!(
                             "; the previous certificate was restored but reloading failed: {err}"
@@ -768,7 +818,14 @@ async fn verify_all(
     let roots = Arc::new(probe::system_roots(&[]));
     let server_name = verify_name(cert);
     for endpoint in &cert.verify {
-        verify_one(endpoint, &server_name, &live.serial, roots.clone()).await?;
+        verify_one(
+            endpoint,
+            &server_name,
+            &live.serial,
+            roots.clone(),
+            cert.verify_timeout.unsigned_abs(),
+        )
+        .await?;
         (deps.progress)(
             &cert.name,
             &format!("verified: {endpoint} serves serial {}", live.serial),
@@ -791,6 +848,7 @@ async fn verify_one(
     server_name: &str,
     serial: &str,
     roots: Arc<rustls::RootCertStore>,
+    window: Duration,
 ) -> Result<(), String> {
     let started = std::time::Instant::now();
     let mut delay = Duration::from_millis(50);
@@ -807,10 +865,10 @@ async fn verify_one(
             ),
             Err(err) => err.to_string(),
         };
-        if started.elapsed() + delay > VERIFY_WINDOW {
+        if started.elapsed() + delay > window {
             return Err(format!(
                 "verification failed after {} s: {last}; does the reload command make the server read {}?",
-                VERIFY_WINDOW.as_secs(),
+                window.as_secs(),
                 "the new files"
             ));
         }

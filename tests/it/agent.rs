@@ -109,8 +109,11 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// GET over plain HTTP; empty when nothing listens yet.
 fn http_get(port: u16, path: &str) -> String {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+        return String::new();
+    };
     write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
     let mut body = String::new();
     stream.read_to_string(&mut body).unwrap();
@@ -418,6 +421,74 @@ fn agent_alerts_on_garbage_and_a_dead_endpoint_and_survives_a_hanging_alert_comm
         },
     );
     assert!(alerts().contains("cannot connect"), "{}", alerts());
+    let (code, _) = agent.stop();
+    assert_eq!(code, 0);
+}
+
+/// ARI (RFC 9773) against a stand-in renewalInfo endpoint: Debian's Pebble 2.4 has none.
+#[test]
+fn agent_follows_the_cas_renewal_window() {
+    use crate::support::ari::AriServer;
+    let mut setup = Setup::new();
+    let now = time::OffsetDateTime::now_utc();
+    let ari = AriServer::start(
+        &setup.pebble,
+        setup.path(),
+        now + TimeDuration::days(100),
+        now + TimeDuration::days(102),
+    );
+    setup.directory_override = Some(ari.directory_url());
+    setup.ca_bundle_override = Some(ari.ca_bundle().to_owned());
+    let metrics_port = free_port();
+    setup.tail = format!("[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n");
+    setup.write_config(&[CertSpec::new("shop")]);
+    let first = setup.run(&["renew"]);
+    assert_eq!(first.code, 0, "{}", first.all());
+    let issued = serial_of(&setup.cert_path("shop")).unwrap();
+
+    // A window in the future: the agent asks, publishes it, and waits.
+    let agent = Running::start(&setup);
+    wait_for(
+        Duration::from_secs(20),
+        "the ARI window in the metrics",
+        || {
+            http_get(metrics_port, "/metrics")
+                .contains("evercert_ari_window_start_seconds{name=\"shop\"}")
+        },
+    );
+    let metrics = http_get(metrics_port, "/metrics");
+    let start = (now + TimeDuration::days(100)).unix_timestamp();
+    assert!(
+        metrics.contains(&format!(
+            "evercert_ari_window_start_seconds{{name=\"shop\"}} {start}"
+        )),
+        "{metrics}"
+    );
+    assert!(ari.hits() >= 1);
+    assert_eq!(
+        serial_of(&setup.cert_path("shop")).as_deref(),
+        Some(issued.as_str())
+    );
+    drop(agent);
+
+    // The CA moves the window into the past (as after a revocation): renewed at once, though
+    // the lifetime rule says years.
+    ari.set_window(now - TimeDuration::days(2), now - TimeDuration::days(1));
+    let agent = Running::start(&setup);
+    let started = Instant::now();
+    while serial_of(&setup.cert_path("shop")).is_none_or(|serial| serial == issued) {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "not renewed; agent log:\n{}",
+            agent.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        agent.log().contains("renewal window is in the past"),
+        "{}",
+        agent.log()
+    );
     let (code, _) = agent.stop();
     assert_eq!(code, 0);
 }

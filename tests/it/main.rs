@@ -5,6 +5,7 @@
 mod agent;
 mod cli_inventory;
 mod pebble_smoke;
+mod renew_faults;
 mod renew_paths;
 mod renew_smoke;
 mod support;

@@ -3,7 +3,9 @@
 // Each test module uses a different subset of the helpers.
 #![allow(unreachable_pub, dead_code)]
 
+pub mod ari;
 pub mod certs;
+pub mod faultproxy;
 pub mod pebble;
 pub mod setup;
 pub mod webroot;

@@ -17,6 +17,8 @@
 //!   notBefore + period - 1 s), so short-lived certificates can come from Pebble itself.
 //! - Pebble generates a new issuing root and intermediate on every start, served on its
 //!   management port at `/roots/0` and `/intermediates/0`.
+//! - The config honours `domainBlocklist` (newOrder for a listed name or a subdomain of one
+//!   is refused with `rejectedIdentifier`).
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
@@ -122,6 +124,9 @@ pub struct PebbleOptions {
     pub http_port: Option<u16>,
     /// Port Pebble's validator connects to for tls-alpn-01; `None` picks a free one.
     pub tls_port: Option<u16>,
+    /// `domainBlocklist`: names (and their subdomains) Pebble refuses with
+    /// `rejectedIdentifier` at newOrder.
+    pub domain_blocklist: Vec<String>,
 }
 
 impl Default for PebbleOptions {
@@ -134,6 +139,7 @@ impl Default for PebbleOptions {
             cert_validity_secs: None,
             http_port: None,
             tls_port: None,
+            domain_blocklist: Vec::new(),
         }
     }
 }
@@ -207,6 +213,26 @@ fn free_tcp_port() -> u16 {
     panic!("no free TCP port on 127.0.0.1 after 1000 tries");
 }
 
+/// A loopback port nothing listens on and that no other helper of this process will hand
+/// out (a "CA unreachable" directory URL, or a responder address the CA never connects to).
+pub fn unused_loopback_port() -> u16 {
+    free_tcp_port()
+}
+
+/// A listener on a free 127.0.0.1 port, recorded as handed out so that no Pebble started by a
+/// parallel test is given the same port (for stand-in servers such as the fault proxy).
+pub fn bind_loopback_listener() -> TcpListener {
+    for _ in 0..1000 {
+        let listener = TcpListener::bind((LOOPBACK, 0)).expect("bind 127.0.0.1:0 (TCP)");
+        let port = listener.local_addr().expect("local_addr").port();
+        // A port another helper handed out but whose user has not bound it yet: leave it.
+        if claim(port) {
+            return listener;
+        }
+    }
+    panic!("no free TCP port on 127.0.0.1 after 1000 tries");
+}
+
 /// Like [`free_tcp_port`], but free for UDP too (the DNS server binds both).
 fn free_udp_and_tcp_port() -> u16 {
     for _ in 0..1000 {
@@ -231,6 +257,10 @@ pub struct Pebble {
     options: PebbleOptions,
     tls: Arc<ClientConfig>,
     ca_bundle: PathBuf,
+    /// The minted HTTPS root and its key, so stand-ins (a fault proxy) can get a leaf that
+    /// evercert trusts through the same `ca_bundle`.
+    https_root_pem: String,
+    https_root_key_pem: String,
     dir: TempDir,
 }
 
@@ -271,6 +301,8 @@ impl Pebble {
                         options,
                         tls,
                         ca_bundle,
+                        https_root_pem: identity.root_pem,
+                        https_root_key_pem: identity.root_key_pem,
                         dir,
                     };
                 }
@@ -293,6 +325,20 @@ impl Pebble {
     /// must point at). Not the root of issued certificates: see [`Self::issuance_root_pem`].
     pub fn ca_bundle_path(&self) -> &Path {
         &self.ca_bundle
+    }
+
+    /// A fresh leaf for `localhost`, `127.0.0.1` and `::1` signed by the root of
+    /// [`Self::ca_bundle_path`]: `(certificate PEM, key PEM)`. A server presenting it (a fault
+    /// proxy in front of Pebble) is trusted by evercert exactly as Pebble is.
+    pub fn mint_https_leaf(&self) -> (String, String) {
+        let root_key = KeyPair::from_pem(&self.https_root_key_pem).expect("minted root key");
+        let issuer = Issuer::from_ca_cert_pem(&self.https_root_pem, root_key).expect("minted root");
+        let now = OffsetDateTime::now_utc();
+        mint_loopback_leaf(
+            &issuer,
+            now - time::Duration::hours(1),
+            now + time::Duration::days(7),
+        )
     }
 
     /// A rustls client config trusting only [`Self::ca_bundle_path`], for async clients
@@ -452,6 +498,9 @@ fn pebble_config(opts: &PebbleOptions, ports: &PebblePorts, cert: &Path, key: &P
     }
     if let Some(secs) = opts.cert_validity_secs {
         pebble["certificateValidityPeriod"] = Value::from(secs);
+    }
+    if !opts.domain_blocklist.is_empty() {
+        pebble["domainBlocklist"] = Value::from(opts.domain_blocklist.clone());
     }
     json!({ "pebble": pebble })
 }
@@ -684,6 +733,7 @@ fn log_tails(children: &[&ChildGuard]) -> String {
 
 struct HttpsIdentity {
     root_pem: String,
+    root_key_pem: String,
     root_der: CertificateDer<'static>,
     leaf_pem: String,
     key_pem: String,
@@ -709,31 +759,42 @@ impl HttpsIdentity {
         root.not_before = not_before;
         root.not_after = not_after;
         let root_cert = root.self_signed(&root_key).expect("self-sign root");
+        let root_key_pem = root_key.serialize_pem();
         let issuer = Issuer::new(root, root_key);
-
-        let leaf_key = KeyPair::generate().expect("generate leaf key");
-        let mut leaf = CertificateParams::new(vec![
-            "localhost".to_owned(),
-            "127.0.0.1".to_owned(),
-            "::1".to_owned(),
-        ])
-        .expect("valid names");
-        leaf.distinguished_name
-            .push(DnType::CommonName, "localhost");
-        leaf.use_authority_key_identifier_extension = true;
-        leaf.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        leaf.not_before = not_before;
-        leaf.not_after = not_after;
-        let leaf_cert = leaf.signed_by(&leaf_key, &issuer).expect("sign leaf");
+        let (leaf_pem, key_pem) = mint_loopback_leaf(&issuer, not_before, not_after);
 
         Self {
             root_pem: root_cert.pem(),
+            root_key_pem,
             root_der: root_cert.der().clone(),
-            leaf_pem: leaf_cert.pem(),
-            key_pem: leaf_key.serialize_pem(),
+            leaf_pem,
+            key_pem,
         }
     }
+}
+
+/// A leaf for `localhost`, `127.0.0.1` and `::1` (ECDSA P-256): `(certificate PEM, key PEM)`.
+fn mint_loopback_leaf(
+    issuer: &Issuer<'_, KeyPair>,
+    not_before: OffsetDateTime,
+    not_after: OffsetDateTime,
+) -> (String, String) {
+    let leaf_key = KeyPair::generate().expect("generate leaf key");
+    let mut leaf = CertificateParams::new(vec![
+        "localhost".to_owned(),
+        "127.0.0.1".to_owned(),
+        "::1".to_owned(),
+    ])
+    .expect("valid names");
+    leaf.distinguished_name
+        .push(DnType::CommonName, "localhost");
+    leaf.use_authority_key_identifier_extension = true;
+    leaf.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    leaf.not_before = not_before;
+    leaf.not_after = not_after;
+    let leaf_cert = leaf.signed_by(&leaf_key, issuer).expect("sign leaf");
+    (leaf_cert.pem(), leaf_key.serialize_pem())
 }
 
 fn client_config(root: CertificateDer<'static>) -> ClientConfig {

@@ -116,6 +116,8 @@ pub struct Setup {
     pub acme_extra: String,
     /// Extra top-level TOML appended at the end (e.g. `[[monitor]]` tables).
     pub tail: String,
+    /// Overrides `[acme] ca_bundle` (e.g. a bundle that also trusts a stand-in server).
+    pub ca_bundle_override: Option<PathBuf>,
 }
 
 impl Setup {
@@ -132,6 +134,7 @@ impl Setup {
             directory_override: None,
             acme_extra: String::new(),
             tail: String::new(),
+            ca_bundle_override: None,
         }
     }
 
@@ -194,7 +197,11 @@ case "$status" in *" 200 "*) ;; *) echo "challtestsrv answered: $status" >&2; ex
         let mut toml = format!(
             "state_dir = \"{state}\"\n\n[acme]\ndirectory = \"{directory}\"\nstaging_directory = \"{directory}\"\ncontact = [\"mailto:ops@example.test\"]\nca_bundle = \"{bundle}\"\n{extra}\n",
             state = self.state_dir().display(),
-            bundle = self.pebble.ca_bundle_path().display(),
+            bundle = self
+                .ca_bundle_override
+                .as_deref()
+                .unwrap_or(self.pebble.ca_bundle_path())
+                .display(),
             extra = self.acme_extra,
         );
         for cert in certs {
