@@ -271,9 +271,13 @@ impl FsStore {
                 "bundle_path is the same file as cert_path or key_path; give the bundle its own file",
             ));
         }
-        for path in [Some(target.cert_path), Some(target.key_path), target.bundle_path]
-            .into_iter()
-            .flatten()
+        for path in [
+            Some(target.cert_path),
+            Some(target.key_path),
+            target.bundle_path,
+        ]
+        .into_iter()
+        .flatten()
         {
             if path.file_name().is_none() {
                 return Err(bad_target(
@@ -522,9 +526,13 @@ impl CertStore for FsStore {
                 remove_entry(name, &live_dir.join(&entry))?;
             }
         }
-        for path in [Some(target.cert_path), Some(target.key_path), target.bundle_path]
-            .into_iter()
-            .flatten()
+        for path in [
+            Some(target.cert_path),
+            Some(target.key_path),
+            target.bundle_path,
+        ]
+        .into_iter()
+        .flatten()
         {
             let tmp = path_temp(path);
             match fs::symlink_metadata(&tmp) {
@@ -542,9 +550,13 @@ impl CertStore for FsStore {
         let owner = Ownership::resolve(name, target.owner, target.group)?;
         // Every directory that will be written must exist before anything changes.
         self.ensure_layout(name)?;
-        for path in [Some(target.key_path), Some(target.cert_path), target.bundle_path]
-            .into_iter()
-            .flatten()
+        for path in [
+            Some(target.key_path),
+            Some(target.cert_path),
+            target.bundle_path,
+        ]
+        .into_iter()
+        .flatten()
         {
             ensure_dir(&parent_dir(path))
                 .map_err(|(dir, err)| io_error(name, "create directory", &dir, &err))?;
@@ -1400,7 +1412,10 @@ mod tests {
             let chain = format!("CHAIN {tag}\n");
             fx.store.install(&target, &pair(&key, &chain, tag)).unwrap();
             assert!(is_symlink(&bundle));
-            assert_eq!(fs::read_to_string(&bundle).unwrap(), format!("{key}{chain}"));
+            assert_eq!(
+                fs::read_to_string(&bundle).unwrap(),
+                format!("{key}{chain}")
+            );
             assert_eq!(mode(&fs::canonicalize(&bundle).unwrap()), 0o600);
         }
     }
