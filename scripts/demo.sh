@@ -4,4 +4,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/ensure-deps.sh
 cargo build --quiet --release --bin evercert --example demo
-exec target/release/examples/demo
+exec cargo run --quiet --release --example demo
