@@ -54,6 +54,9 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the agent in the foreground (systemd Type=notify)
+    #[command(
+        after_help = "Normally started by systemd (systemctl enable --now evercert); SIGHUP re-reads the configuration.\n\nExamples:\n  evercert run\n  EVERCERT_LOG=debug evercert -c ./evercert.toml run"
+    )]
     Run,
     /// Renew what is due (or the named certificates), then exit
     #[command(
@@ -97,10 +100,16 @@ enum Command {
         targets: Vec<String>,
     },
     /// Configuration commands
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Example:\n  evercert config check -c /etc/evercert/evercert.toml"
+    )]
     Config(ConfigCommand),
     /// ACME account commands
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  evercert account show\n  evercert account rollover"
+    )]
     Account(AccountCommand),
     /// Revoke a managed certificate at the CA
     #[command(after_help = "Example:\n  evercert revoke shop --reason keyCompromise")]
@@ -109,6 +118,53 @@ enum Command {
         /// unspecified, keyCompromise, superseded, cessationOfOperation, affiliationChanged
         #[arg(long)]
         reason: Option<String>,
+    },
+    /// Build a configuration from another ACME client's (certbot)
+    #[command(
+        subcommand,
+        after_help = "Example:\n  evercert import certbot --from /etc/letsencrypt --write /etc/evercert/evercert.toml"
+    )]
+    Import(ImportCommand),
+    /// Print the man page or shell completions (for packaging; see scripts/contrib.sh)
+    #[command(subcommand, hide = true)]
+    Generate(GenerateCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ImportCommand {
+    /// Print (or write) an evercert configuration for certbot's certificates
+    #[command(
+        long_about = "Reads certbot's renewal/*.conf and the certificates behind live/NAME/ and prints an \
+evercert configuration: one [[certificate]] per lineage with its names (from the certificate), \
+certbot's live paths, key type, webroot or standalone challenge, CA and deploy hooks as reload. \
+What evercert cannot translate (the nginx and apache authenticators, manual, DNS plugins) is \
+imported with a placeholder and a TODO comment saying what to fill in.",
+        after_help = "Before starting evercert, disable certbot's timer (systemctl disable --now certbot.timer). \
+The first renewal uses a new ACME account of evercert's own, so it is not an ARI replacement (`replaces`) of certbot's certificate.\n\n\
+Examples:\n  evercert import certbot\n  evercert import certbot --from /etc/letsencrypt --write /etc/evercert/evercert.toml"
+    )]
+    Certbot {
+        /// certbot's configuration directory (holding renewal/, live/ and archive/)
+        #[arg(long, value_name = "DIR", default_value = crate::import::DEFAULT_CERTBOT_DIR)]
+        from: PathBuf,
+        /// Write the configuration to FILE (mode 0600) instead of printing it; never overwrites
+        #[arg(long, value_name = "FILE")]
+        write: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum GenerateCommand {
+    /// The man page, evercert(1), in roff
+    #[command(after_help = "Example:\n  evercert generate man > contrib/evercert.1")]
+    Man,
+    /// A shell completion script
+    #[command(
+        after_help = "Example:\n  evercert generate completions bash > contrib/completions/evercert.bash"
+    )]
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
     },
 }
 
@@ -122,10 +178,15 @@ enum ConfigCommand {
 #[derive(Debug, Subcommand)]
 enum AccountCommand {
     /// Show the ACME account for the configured directory
+    #[command(after_help = "Example:\n  evercert account show")]
     Show,
     /// Replace the account key (new credentials are saved before anything else)
+    #[command(after_help = "Example:\n  evercert account rollover")]
     Rollover,
     /// Deactivate the account at the CA (cannot be undone)
+    #[command(
+        after_help = "The next renewal creates a new account.\n\nExample:\n  evercert account deactivate"
+    )]
     Deactivate,
 }
 
@@ -222,6 +283,10 @@ fn run(cli: Cli) -> u8 {
             cmd_revoke(config, &name, reason.as_deref())
         }),
         Command::Run => with_config(&config_path, |config| cmd_run(&config_path, config)),
+        Command::Import(ImportCommand::Certbot { from, write }) => {
+            cmd_import_certbot(&from, write.as_deref())
+        }
+        Command::Generate(command) => cmd_generate(&command),
     }
 }
 
@@ -232,7 +297,13 @@ fn print_config_errors(errors: &ConfigErrors) {
 /// Loads the configuration or prints every error; the command runs only on a valid one.
 fn with_config(path: &Path, command: impl FnOnce(&Config) -> u8) -> u8 {
     match config::load(path) {
-        Ok(config) => command(&config),
+        Ok(config) => match crate::safety::check_permissions(path, &config) {
+            Ok(()) => command(&config),
+            Err(message) => {
+                eprintln!("{message}");
+                EXIT_USAGE
+            }
+        },
         Err(errors) => {
             print_config_errors(&errors);
             EXIT_USAGE
@@ -441,6 +512,10 @@ fn cmd_renew(config: &Config, request: &RenewRequest) -> u8 {
             return 1;
         }
     };
+    if let Err(message) = crate::safety::ensure_state_dir(&config.state_dir) {
+        eprintln!("{message}");
+        return 1;
+    }
     let store = FsStore::new(&config.state_dir);
     let lock = FileLock::new(config.state_dir.join("locks"));
     let state = FileState::new(&config.state_dir);
@@ -482,6 +557,10 @@ fn cmd_renew(config: &Config, request: &RenewRequest) -> u8 {
 }
 
 fn connect(runtime: &tokio::runtime::Runtime, config: &Config) -> Result<AcmeClient, u8> {
+    if let Err(message) = crate::safety::ensure_state_dir(&config.state_dir) {
+        eprintln!("{message}");
+        return Err(1);
+    }
     runtime
         .block_on(AcmeClient::connect(
             &config.acme,
@@ -624,6 +703,10 @@ fn now() -> OffsetDateTime {
 }
 
 fn cmd_run(config_path: &Path, config: &Config) -> u8 {
+    if let Err(message) = crate::safety::ensure_state_dir(&config.state_dir) {
+        eprintln!("{message}");
+        return 1;
+    }
     // The agent waits on timers, sockets and children at once: a multi-threaded runtime
     // keeps a slow hook from delaying the watchdog.
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -651,4 +734,66 @@ fn cmd_run(config_path: &Path, config: &Config) -> u8 {
             1
         }
     }
+}
+
+fn cmd_import_certbot(from: &Path, write: Option<&Path>) -> u8 {
+    use crate::import;
+    let certbot = match import::read_certbot(from) {
+        Ok(certbot) => certbot,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return EXIT_USAGE;
+        }
+    };
+    let imported = import::translate(&certbot);
+    let text = import::render(&imported);
+    match write {
+        Some(path) => {
+            if let Err(err) = import::write_new_file(path, &text) {
+                eprintln!("error: {err}");
+                return EXIT_USAGE;
+            }
+            eprintln!("wrote {}", path.display());
+        }
+        None => {
+            let mut stdout = std::io::stdout().lock();
+            if stdout.write_all(text.as_bytes()).is_err() {
+                return 1;
+            }
+        }
+    }
+    for line in import::summary(&imported) {
+        eprintln!("{line}");
+    }
+    let attention = imported.needing_attention();
+    if attention > 0 {
+        eprintln!(
+            "{attention} item(s) need attention before the first renewal: search the configuration for TODO"
+        );
+    }
+    for note in import::header_notes(&imported) {
+        eprintln!("note: {note}");
+    }
+    let check = write.map_or_else(|| "FILE".to_owned(), |path| path.display().to_string());
+    eprintln!(
+        "next: evercert config check -c {check}; then evercert -c {check} renew --dry-run --force"
+    );
+    if imported.unreadable() > 0 { 1 } else { 0 }
+}
+
+fn cmd_generate(command: &GenerateCommand) -> u8 {
+    use clap::CommandFactory;
+    let mut stdout = std::io::stdout().lock();
+    match command {
+        GenerateCommand::Man => {
+            if let Err(err) = crate::generate::man_page(Cli::command(), &mut stdout) {
+                eprintln!("error: cannot write the man page: {err}");
+                return 1;
+            }
+        }
+        GenerateCommand::Completions { shell } => {
+            crate::generate::completions(Cli::command(), *shell, &mut stdout);
+        }
+    }
+    0
 }

@@ -252,7 +252,7 @@ pub async fn run(
         .iter()
         .map(|(cert, file)| (cert.name.clone(), file.clone()))
         .collect();
-    let mut issued = order_all(config, due, &client, deps, request.dry_run).await;
+    let mut issued = order_all(config, due, &client, deps, request).await;
     let gone: Vec<&CertificateSettings> = issued
         .iter()
         .filter(|(_, result)| matches!(result, Err(failure) if failure.account_gone))
@@ -274,7 +274,7 @@ pub async fn run(
                 .iter()
                 .map(|cert| (*cert, currents.get(&cert.name).cloned().flatten()))
                 .collect();
-            let retried = order_all(config, retry, &Arc::new(fresh), deps, request.dry_run).await;
+            let retried = order_all(config, retry, &Arc::new(fresh), deps, request).await;
             issued.retain(|(cert, _)| !gone.iter().any(|g| g.name == cert.name));
             issued.extend(retried);
         }
@@ -287,6 +287,9 @@ pub async fn run(
                 report.insert(cert.name.clone(), Outcome::DryRun { serial, not_after });
             }
             Ok(Stored::Live(live)) => stored.push((cert, live)),
+            Ok(Stored::NotDue { renew_at }) => {
+                report.insert(cert.name.clone(), Outcome::NotDue { renew_at });
+            }
             Err(failure) => {
                 (deps.progress)(
                     &cert.name,
@@ -343,7 +346,7 @@ async fn order_all<'c>(
     due: Vec<(&'c CertificateSettings, Option<CertFile>)>,
     client: &Arc<AcmeClient>,
     deps: &Deps<'_>,
-    dry_run: bool,
+    request: &RenewRequest,
 ) -> Vec<(&'c CertificateSettings, Result<Stored, Failure>)> {
     let responders = Responders::default();
     // Boxed with an explicit type: a closure in `.map()` trips the compiler's higher-ranked
@@ -364,7 +367,7 @@ async fn order_all<'c>(
                     &client,
                     responders,
                     deps,
-                    dry_run,
+                    request,
                 )
                 .await;
                 (cert, result)
@@ -423,18 +426,26 @@ struct Live {
 
 enum Stored {
     Live(Live),
+    /// Renewed by another evercert while this run waited for the lock.
+    NotDue {
+        renew_at: OffsetDateTime,
+    },
     DryRun {
         serial: String,
         not_after: OffsetDateTime,
     },
 }
 
-async fn acquire_lock(deps: &Deps<'_>, name: &str) -> Result<crate::lock::LockGuard, Failure> {
+/// Takes the renewal lock; `true` with it when another evercert held it first.
+async fn acquire_lock(
+    deps: &Deps<'_>,
+    name: &str,
+) -> Result<(crate::lock::LockGuard, bool), Failure> {
     let started = std::time::Instant::now();
     let mut announced = false;
     loop {
         match deps.lock.acquire(name, Duration::ZERO) {
-            Ok(guard) => return Ok(guard),
+            Ok(guard) => return Ok((guard, announced)),
             Err(crate::lock::LockError::Busy { .. }) if started.elapsed() < LOCK_WAIT => {
                 if !announced {
                     (deps.progress)(
@@ -463,14 +474,36 @@ async fn order_and_store(
     client: &AcmeClient,
     responders: &Responders,
     deps: &Deps<'_>,
-    dry_run: bool,
+    request: &RenewRequest,
 ) -> Result<Stored, Failure> {
     let name = cert.name.as_str();
-    let _guard = if dry_run {
-        None
+    let dry_run = request.dry_run;
+    let (_guard, waited) = if dry_run {
+        (None, false)
     } else {
-        Some(acquire_lock(deps, name).await?)
+        let (guard, waited) = acquire_lock(deps, name).await?;
+        (Some(guard), waited)
     };
+    if waited && !request.force {
+        // The other evercert has most likely just renewed it: decide again on what is there.
+        let status = inventory::inspect_managed(
+            cert,
+            config.renew_before(cert),
+            config.renewal.thresholds,
+            OffsetDateTime::now_utc(),
+        );
+        if !status.assessment.due {
+            let renew_at = status.assessment.renew_at;
+            (deps.progress)(
+                name,
+                &format!(
+                    "renewed meanwhile by the other evercert; not due until {}",
+                    rfc3339(renew_at)
+                ),
+            );
+            return Ok(Stored::NotDue { renew_at });
+        }
+    }
     if !dry_run {
         deps.store
             .recover(&target(cert))
@@ -759,6 +792,24 @@ fn rollback(cert: &CertificateSettings, live: &Live, deps: &Deps<'_>) -> String 
     let Some(previous) = &live.installed.previous else {
         return "; there was no previous version to restore".to_owned();
     };
+    // The lock was let go after the install: another evercert may since have installed a newer
+    // version (or be installing one), and that one must not be rolled back over.
+    let _guard = match deps.lock.acquire(&cert.name, Duration::ZERO) {
+        Ok(guard) => guard,
+        Err(crate::lock::LockError::Busy { .. }) => {
+            return "; not rolled back: another evercert is renewing it right now, and its version replaces this one".to_owned();
+        }
+        Err(err) => return format!("; ROLLBACK FAILED: {err}"),
+    };
+    match deps.store.current(&cert.name) {
+        Ok(Some(current)) if current != live.installed.version => {
+            return format!(
+                "; not rolled back: another evercert has since made version {current} live"
+            );
+        }
+        Ok(_) => {}
+        Err(err) => return format!("; ROLLBACK FAILED: {err}"),
+    }
     match deps.store.rollback(&target(cert), previous) {
         Ok(()) => {
             (deps.progress)(

@@ -104,7 +104,9 @@ impl StateStore for FileState {
             path: path.display().to_string(),
             message,
         };
-        std::fs::create_dir_all(&self.dir).map_err(|err| error(err.to_string()))?;
+        // Exactly 0755 whatever the umask (create_dir_all under umask 0 would make it 0777,
+        // and the permission check would then refuse every later run).
+        crate::store::ensure_dir(&self.dir).map_err(|(_, err)| error(err.to_string()))?;
         let json = serde_json::to_vec_pretty(history).map_err(|err| error(err.to_string()))?;
         crate::store::write_atomic(&path, &json, 0o600).map_err(|err| error(err.to_string()))
     }

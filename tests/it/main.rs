@@ -4,9 +4,13 @@
 
 mod agent;
 mod cli_inventory;
+mod concurrency;
+mod crash;
+mod import_certbot;
 mod pebble_smoke;
 mod renew_faults;
 mod renew_paths;
 mod renew_smoke;
+mod secrets;
 mod support;
 mod systemd_units;
