@@ -12,7 +12,7 @@ SUDO=""
 if [ "$(id -u)" != "0" ]; then SUDO="sudo"; fi
 export DEBIAN_FRONTEND=noninteractive
 
-bash scripts/ensure-pebble.sh
+bash scripts/ensure-deps.sh
 
 # Tools the bench needs (python3 reads wait4(2) figures; unshare runs uacme with Pebble's root).
 missing=()
@@ -35,6 +35,8 @@ if [ "${#missing[@]}" -gt 0 ]; then
   done
 fi
 
+cargo build --quiet --release --bin evercert --example bench
+
 # A quiet machine matters: wait (at most ~15 minutes) while the 1-minute load is above 1.5.
 for _ in $(seq 1 30); do
   load=$(cut -d' ' -f1 /proc/loadavg)
@@ -43,7 +45,6 @@ for _ in $(seq 1 30); do
   sleep 30
 done
 
-cargo build --quiet --release --bin evercert --example bench
 mkdir -p target/bench
 target/release/examples/bench "$@" | tee target/bench/report.md
 echo "report saved to target/bench/report.md" >&2

@@ -194,13 +194,20 @@ fn describe_net(err: &hyper_util::client::legacy::Error) -> String {
     message
 }
 
-/// `Retry-After: 120` or an HTTP date.
+/// The longest wait a CA's Retry-After can impose. Let's Encrypt's longest rate-limit window
+/// is a week; a longer one is a bug or hostile, and a time past the year 9999 would make
+/// `OffsetDateTime::from` panic where the retry time is recorded and printed.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(7 * 24 * 60 * 60);
+
+/// `Retry-After: 120` or an HTTP date, at most [`MAX_RETRY_AFTER`] from now.
 pub fn parse_retry_after(value: &str) -> Option<SystemTime> {
     let value = value.trim();
-    if let Ok(seconds) = value.parse::<u64>() {
-        return SystemTime::now().checked_add(Duration::from_secs(seconds));
-    }
-    httpdate::parse_http_date(value).ok()
+    let now = SystemTime::now();
+    let when = match value.parse::<u64>() {
+        Ok(seconds) => now + Duration::from_secs(seconds).min(MAX_RETRY_AFTER),
+        Err(_) => httpdate::parse_http_date(value).ok()?,
+    };
+    Some(when.min(now + MAX_RETRY_AFTER))
 }
 
 /// Where an account's credentials for one directory live: `STATE_DIR/accounts/HOST-HASH/`.

@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::Duration as StdDuration;
 
 use bytes::Bytes;
@@ -97,40 +97,31 @@ pub enum Presented {
     },
 }
 
-/// Shared responders of one run, keyed by listen address.
+/// Shared responders of one run, keyed by listen address. They stay bound until the run
+/// drops this: releasing a port as soon as one order is done would race the next order's
+/// bind (EADDRINUSE while the old listener is still closing).
 #[derive(Debug, Default)]
 pub struct Responders {
-    http: Mutex<HashMap<SocketAddr, Weak<HttpResponder>>>,
-    alpn: Mutex<HashMap<SocketAddr, Weak<AlpnResponder>>>,
+    http: Mutex<HashMap<SocketAddr, Arc<HttpResponder>>>,
+    alpn: Mutex<HashMap<SocketAddr, Arc<AlpnResponder>>>,
 }
 
 impl Responders {
     async fn http(&self, addr: SocketAddr) -> Result<Arc<HttpResponder>, ChallengeError> {
-        if let Some(existing) = lock(&self.http).get(&addr).and_then(Weak::upgrade) {
-            return Ok(existing);
+        if let Some(existing) = lock(&self.http).get(&addr) {
+            return Ok(existing.clone());
         }
         let responder = Arc::new(HttpResponder::bind(addr).await?);
-        let mut map = lock(&self.http);
-        // Another task may have bound it meanwhile; binding twice would have failed, so the
-        // one in the map (if alive) is ours or theirs and either serves.
-        if let Some(existing) = map.get(&addr).and_then(Weak::upgrade) {
-            return Ok(existing);
-        }
-        map.insert(addr, Arc::downgrade(&responder));
-        Ok(responder)
+        // Another order may have bound it meanwhile; either one serves.
+        Ok(lock(&self.http).entry(addr).or_insert(responder).clone())
     }
 
     async fn alpn(&self, addr: SocketAddr) -> Result<Arc<AlpnResponder>, ChallengeError> {
-        if let Some(existing) = lock(&self.alpn).get(&addr).and_then(Weak::upgrade) {
-            return Ok(existing);
+        if let Some(existing) = lock(&self.alpn).get(&addr) {
+            return Ok(existing.clone());
         }
         let responder = Arc::new(AlpnResponder::bind(addr).await?);
-        let mut map = lock(&self.alpn);
-        if let Some(existing) = map.get(&addr).and_then(Weak::upgrade) {
-            return Ok(existing);
-        }
-        map.insert(addr, Arc::downgrade(&responder));
-        Ok(responder)
+        Ok(lock(&self.alpn).entry(addr).or_insert(responder).clone())
     }
 }
 

@@ -526,11 +526,20 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
 
 /// Validates configuration text; `path` names it in errors and anchors relative paths.
 pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
+    // Spans of every value are only needed to place errors: a config with ten thousand
+    // certificates would hold tens of thousands of them. Parse without, and again with them
+    // when there is something to report.
+    parse_with(text, path, false).or_else(|_| parse_with(text, path, true))
+}
+
+fn parse_with(text: &str, path: &Path, record_spans: bool) -> Result<Config, ConfigErrors> {
     let mut parser = Parser {
         text,
+        line_starts: line_starts(text),
         file: path,
         errors: Vec::new(),
         spans: HashMap::new(),
+        record_spans,
     };
     let (document, syntax_errors) = DeTable::parse_recoverable(text);
     if !syntax_errors.is_empty() {
@@ -558,15 +567,20 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
 
 struct Parser<'a> {
     text: &'a str,
+    /// Where each line starts, so that an error's line:column costs a binary search and a
+    /// file with thousands of errors is still reported at once.
+    line_starts: Vec<usize>,
     file: &'a Path,
     errors: Vec<ConfigError>,
     /// Where each value is, by path: `certificate[1].domains`, `acme.directory`.
     spans: HashMap<String, Range<usize>>,
+    /// Whether to fill `spans` (only when reporting errors).
+    record_spans: bool,
 }
 
 impl Parser<'_> {
     fn error(&mut self, span: Range<usize>, message: String, hint: Option<String>) {
-        let (line, column) = line_column(self.text, span.start);
+        let (line, column) = line_column(self.text, &self.line_starts, span.start);
         self.errors.push(ConfigError {
             file: self.file.to_owned(),
             line,
@@ -598,7 +612,9 @@ impl Parser<'_> {
         for (key, value) in table.iter_mut() {
             let name: &str = key.get_ref();
             let value_path = join(path, name);
-            self.spans.insert(value_path.clone(), value.span());
+            if self.record_spans {
+                self.spans.insert(value_path.clone(), value.span());
+            }
             if !valid.contains(&name) {
                 unknown.push((name.to_owned(), key.span()));
                 continue;
@@ -612,7 +628,9 @@ impl Parser<'_> {
                 DeValue::Array(items) => {
                     for (index, item) in items.iter_mut().enumerate() {
                         let item_path = format!("{value_path}[{index}]");
-                        self.spans.insert(item_path.clone(), item.span());
+                        if self.record_spans {
+                            self.spans.insert(item_path.clone(), item.span());
+                        }
                         if let DeValue::Table(child) = item.get_mut() {
                             self.check_keys(child, &child_schema, &item_path);
                         }
@@ -1421,15 +1439,19 @@ fn display_path(path: &str) -> String {
     out
 }
 
-fn line_column(text: &str, offset: usize) -> (usize, usize) {
+/// The byte offset at which each line starts: 0, then one past every `\n`.
+fn line_starts(text: &str) -> Vec<usize> {
+    std::iter::once(0)
+        .chain(text.match_indices('\n').map(|(newline, _)| newline + 1))
+        .collect()
+}
+
+/// 1-based line and (byte) column of `offset`, from [`line_starts`].
+fn line_column(text: &str, line_starts: &[usize], offset: usize) -> (usize, usize) {
     let offset = offset.min(text.len());
-    let before = &text[..offset];
-    let line = before.matches('\n').count() + 1;
-    let column = before
-        .rfind('\n')
-        .map_or(offset, |newline| offset - newline - 1)
-        + 1;
-    (line, column)
+    // line_starts[0] == 0 <= offset, so the line is at least 1.
+    let line = line_starts.partition_point(|&start| start <= offset);
+    (line, offset - line_starts[line - 1] + 1)
 }
 
 #[cfg(test)]

@@ -370,6 +370,11 @@ pub fn check_key_file(
 /// The raw public key of a PEM private key, as it appears in a certificate's SPKI.
 pub fn public_key_of_pem(pem: &[u8]) -> Option<Vec<u8>> {
     let key = PrivateKeyDer::from_pem_slice(pem).ok()?;
+    // An EC key carries its public key: reading it costs no arithmetic, which matters when
+    // `status` checks ten thousand keys.
+    if let Some(public) = embedded_public_key(&key) {
+        return Some(public);
+    }
     let pair = rcgen::KeyPair::try_from(&key).ok()?;
     Some(pair.public_key_raw().to_vec())
 }
@@ -486,6 +491,68 @@ pub fn parallel_map<T: Sync, R: Send>(items: &[T], work: impl Fn(&T) -> R + Sync
             })
             .collect()
     })
+}
+
+/// One DER TLV: (tag, contents, rest).
+fn der_tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, rest) = input.split_first()?;
+    let (&first, rest) = rest.split_first()?;
+    let (len, rest) = if first < 0x80 {
+        (usize::from(first), rest)
+    } else {
+        let n = usize::from(first & 0x7f);
+        if n == 0 || n > 4 || rest.len() < n {
+            return None;
+        }
+        let len = rest[..n]
+            .iter()
+            .fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
+        (len, &rest[n..])
+    };
+    if rest.len() < len {
+        return None;
+    }
+    Some((tag, &rest[..len], &rest[len..]))
+}
+
+/// The public key an EC private key carries (RFC 5915 `publicKey`), from PKCS#8 or SEC1,
+/// without any key arithmetic; None when it is absent or the key is not EC.
+fn embedded_public_key(key: &PrivateKeyDer<'_>) -> Option<Vec<u8>> {
+    let ec_private_key = match key {
+        PrivateKeyDer::Pkcs8(der) => {
+            let (_, info, _) = der_tlv(der.secret_pkcs8_der())?; // PrivateKeyInfo
+            let (_, _, rest) = der_tlv(info)?; // version
+            let (_, _, rest) = der_tlv(rest)?; // algorithm
+            let (tag, octets, _) = der_tlv(rest)?; // privateKey
+            if tag != 0x04 {
+                return None;
+            }
+            octets
+        }
+        PrivateKeyDer::Sec1(der) => der.secret_sec1_der(),
+        _ => return None,
+    };
+    let (tag, body, _) = der_tlv(ec_private_key)?; // ECPrivateKey
+    if tag != 0x30 {
+        return None;
+    }
+    let (tag, version, rest) = der_tlv(body)?;
+    if tag != 0x02 || version != [1] {
+        return None;
+    }
+    let (_, _, mut rest) = der_tlv(rest)?; // privateKey
+    while !rest.is_empty() {
+        let (tag, contents, next) = der_tlv(rest)?;
+        if tag == 0xa1 {
+            let (tag, bits, _) = der_tlv(contents)?;
+            if tag != 0x03 || bits.first() != Some(&0) {
+                return None;
+            }
+            return Some(bits[1..].to_vec());
+        }
+        rest = next;
+    }
+    None
 }
 
 #[cfg(test)]

@@ -6,6 +6,8 @@ mod agent;
 mod cli_inventory;
 mod concurrency;
 mod crash;
+mod docs;
+mod fuzz;
 mod import_certbot;
 mod pebble_smoke;
 mod renew_faults;
