@@ -1496,6 +1496,44 @@ webroot = "/var/www/html"
         );
     }
 
+    /// docs/configuration.md documents every key the parser accepts, so it cannot drift.
+    #[test]
+    fn every_key_is_documented() {
+        let doc = include_str!("../docs/configuration.md");
+        let sections = [
+            "",
+            "acme",
+            "acme.eab",
+            "renewal",
+            "certificate",
+            "certificate.http01",
+            "certificate.dns01",
+            "certificate.tlsalpn01",
+            "monitor",
+            "alerts",
+            "metrics",
+        ];
+        let mut missing = Vec::new();
+        for section in sections {
+            for key in table_keys(section).unwrap() {
+                let nested = table_keys(&join(section, key)).is_some();
+                let documented = doc.contains(&format!("`{key}`"))
+                    || doc.contains(&format!("`{key} ="))
+                    || doc.contains(&format!("`{section}.{key}`"))
+                    || doc.contains(&format!("{section}.{key}`"))
+                    || (nested && doc.contains(&format!("[{}]", join(section, key))))
+                    || (nested && doc.contains(&format!("[[{key}]]")));
+                if !documented {
+                    missing.push(join(section, key));
+                }
+            }
+        }
+        assert!(
+            missing.is_empty(),
+            "not in docs/configuration.md: {missing:?}"
+        );
+    }
+
     #[test]
     fn field_lists_come_from_the_structs() {
         assert!(field_names::<RawCertificate>().contains(&"domains"));

@@ -492,3 +492,92 @@ fn agent_follows_the_cas_renewal_window() {
     let (code, _) = agent.stop();
     assert_eq!(code, 0);
 }
+
+#[test]
+fn alerts_are_posted_to_the_webhook() {
+    let mut setup = Setup::new();
+    // A webhook receiver: answers 200 and keeps each request.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let received = Arc::new(Mutex::new(Vec::<String>::new()));
+    let sink = received.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut request = Vec::new();
+            let mut buffer = [0u8; 8192];
+            // Headers, then as much body as Content-Length says.
+            loop {
+                let Ok(read) = stream.read(&mut buffer) else {
+                    break;
+                };
+                if read == 0 {
+                    break;
+                }
+                request.extend_from_slice(&buffer[..read]);
+                let text = String::from_utf8_lossy(&request).into_owned();
+                if let Some(end) = text.find("\r\n\r\n") {
+                    let length = text
+                        .lines()
+                        .find_map(|line| {
+                            line.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().to_owned())
+                        })
+                        .and_then(|v| v.parse::<usize>().ok())
+                        .unwrap_or(0);
+                    if request.len() >= end + 4 + length {
+                        break;
+                    }
+                }
+            }
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+            sink.lock()
+                .unwrap()
+                .push(String::from_utf8_lossy(&request).into_owned());
+        }
+    });
+    let partner = setup.path().join("partner.pem");
+    let (not_before, not_after) = certs::days_left(20);
+    certs::leaf(
+        &["partner.example.test"],
+        not_before,
+        not_after,
+        KeyType::EcdsaP256,
+    )
+    .write_fullchain(&partner);
+    setup.tail = format!(
+        "[alerts]\nwebhook = \"http://127.0.0.1:{port}/hooks/secret-token\"\n\n[[monitor]]\nname = \"partner\"\npath = \"{}\"\n",
+        partner.display()
+    );
+    setup.write_config(&[]);
+    let agent = Running::start(&setup);
+    wait_for(Duration::from_secs(15), "the webhook POST", || {
+        !received.lock().unwrap().is_empty()
+    });
+    let request = received.lock().unwrap()[0].clone();
+    assert!(
+        request.starts_with("POST /hooks/secret-token HTTP/1.1"),
+        "{request}"
+    );
+    assert!(
+        request
+            .to_ascii_lowercase()
+            .contains("content-type: application/json"),
+        "{request}"
+    );
+    let body = &request[request.find("\r\n\r\n").unwrap() + 4..];
+    let alert: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert_eq!(alert["event"], "warning");
+    assert_eq!(alert["name"], "partner");
+    assert_eq!(alert["kind"], "monitored");
+    assert!(alert["host"].as_str().is_some_and(|host| !host.is_empty()));
+    let (code, _) = agent.stop();
+    assert_eq!(code, 0);
+    // Once per change: a single alert for the one state.
+    assert_eq!(received.lock().unwrap().len(), 1);
+}
+
+use std::sync::{Arc, Mutex};
