@@ -16,7 +16,7 @@ use crate::support::setup::{CertSpec, Setup};
 /// A running agent, killed if the test ends early.
 struct Running {
     child: Child,
-    log: std::sync::Arc<std::sync::Mutex<String>>,
+    log: Arc<Mutex<String>>,
 }
 
 impl Running {
@@ -32,7 +32,7 @@ impl Running {
             .spawn()
             .unwrap();
         let stderr = child.stderr.take().unwrap();
-        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let log = Arc::new(Mutex::new(String::new()));
         let sink = log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
