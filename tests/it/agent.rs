@@ -508,10 +508,7 @@ fn alerts_are_posted_to_the_webhook() {
             let mut request = Vec::new();
             let mut buffer = [0u8; 8192];
             // Headers, then as much body as Content-Length says.
-            loop {
-                let Ok(read) = stream.read(&mut buffer) else {
-                    break;
-                };
+            while let Ok(read) = stream.read(&mut buffer) {
                 if read == 0 {
                     break;
                 }
