@@ -118,10 +118,12 @@ impl Renewer for PipelineRenewer {
                 state: &state,
                 progress: &progress,
             };
+            // No retries inside a run: the agent's own backoff schedules the next attempt.
             let request = RenewRequest {
                 names,
                 force: true,
                 dry_run: false,
+                retry_transient: false,
             };
             renew::run(config, &request, &deps, now).await
         })

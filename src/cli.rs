@@ -273,6 +273,7 @@ fn run(cli: Cli) -> u8 {
                     names,
                     force,
                     dry_run,
+                    retry_transient: true,
                 },
             )
         }),

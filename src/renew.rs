@@ -43,6 +43,30 @@ pub struct RenewRequest {
     pub force: bool,
     /// Against the staging CA, writing nothing live and reloading nothing.
     pub dry_run: bool,
+    /// Try transient failures (network, 5xx, a short Retry-After) again within this run, a
+    /// bounded number of times. One-shot `renew` does; the agent has its own backoff.
+    pub retry_transient: bool,
+}
+
+/// The waits before a one-shot run tries a transient failure again.
+const ONE_SHOT_RETRY_WAITS: [Duration; 2] = [Duration::from_secs(1), Duration::from_secs(3)];
+/// A Retry-After longer than this is not waited for within one run: it is reported.
+const ONE_SHOT_RETRY_AFTER_MAX: Duration = Duration::from_secs(30);
+
+/// How long to wait before trying this failure again within the run, or `None`.
+fn one_shot_wait(failure: &Failure, base: Duration, now: OffsetDateTime) -> Option<Duration> {
+    if !matches!(failure.step, "account" | "order" | "check") {
+        return None;
+    }
+    let asked = failure
+        .retry_after
+        .map(|at| (at - now).max(time::Duration::ZERO).unsigned_abs());
+    match (failure.kind, asked) {
+        (FailureKind::Permanent, _) => None,
+        (_, Some(asked)) if asked > ONE_SHOT_RETRY_AFTER_MAX => None,
+        (FailureKind::RateLimited, None) => None,
+        (_, asked) => Some(asked.unwrap_or_default().max(base)),
+    }
 }
 
 /// What happened to one certificate.
@@ -229,9 +253,10 @@ pub async fn run(
     } else {
         &config.acme.directory
     };
-    let client =
+    let mut waits = ONE_SHOT_RETRY_WAITS.iter();
+    let client = loop {
         match AcmeClient::connect(&config.acme, directory, &config.state_dir, &save_secret).await {
-            Ok(client) => Arc::new(client),
+            Ok(client) => break Arc::new(client),
             Err(err) => {
                 let failure = Failure {
                     step: "account",
@@ -240,6 +265,19 @@ pub async fn run(
                     account_gone: false,
                     message: err.message,
                 };
+                let wait = waits
+                    .next()
+                    .filter(|_| request.retry_transient)
+                    .and_then(|base| one_shot_wait(&failure, *base, OffsetDateTime::now_utc()));
+                if let Some(wait) = wait {
+                    tracing::warn!(
+                        "{}; trying again in {} s",
+                        failure.message,
+                        wait.as_secs_f64().ceil()
+                    );
+                    tokio::time::sleep(wait).await;
+                    continue;
+                }
                 for (cert, _) in &due {
                     (deps.progress)(&cert.name, &format!("failed: {}", failure.message));
                     record_failure(deps, &cert.name, &failure, now, request.dry_run);
@@ -247,7 +285,8 @@ pub async fn run(
                 }
                 return ordered(&selected, report);
             }
-        };
+        }
+    };
     let currents: BTreeMap<String, Option<CertFile>> = due
         .iter()
         .map(|(cert, file)| (cert.name.clone(), file.clone()))
@@ -276,6 +315,40 @@ pub async fn run(
                 .collect();
             let retried = order_all(config, retry, &Arc::new(fresh), deps, request).await;
             issued.retain(|(cert, _)| !gone.iter().any(|g| g.name == cert.name));
+            issued.extend(retried);
+        }
+    }
+    if request.retry_transient {
+        for base in ONE_SHOT_RETRY_WAITS {
+            let now = OffsetDateTime::now_utc();
+            let retry: Vec<(&CertificateSettings, Duration)> = issued
+                .iter()
+                .filter_map(|(cert, result)| match result {
+                    Err(failure) => one_shot_wait(failure, base, now).map(|wait| {
+                        (deps.progress)(
+                            &cert.name,
+                            &format!(
+                                "{} failed ({}); trying again in {} s",
+                                failure.step,
+                                failure.message,
+                                wait.as_secs_f64().ceil()
+                            ),
+                        );
+                        (*cert, wait)
+                    }),
+                    Ok(_) => None,
+                })
+                .collect();
+            let Some(wait) = retry.iter().map(|(_, wait)| *wait).max() else {
+                break;
+            };
+            tokio::time::sleep(wait).await;
+            let again: Vec<(&CertificateSettings, Option<CertFile>)> = retry
+                .iter()
+                .map(|(cert, _)| (*cert, currents.get(&cert.name).cloned().flatten()))
+                .collect();
+            let retried = order_all(config, again, &client, deps, request).await;
+            issued.retain(|(cert, _)| !retry.iter().any(|(r, _)| r.name == cert.name));
             issued.extend(retried);
         }
     }

@@ -1400,6 +1400,21 @@ mod tests {
     }
 
     #[test]
+    fn a_dangling_symlink_at_cert_path_is_replaced_like_a_missing_file() {
+        let fx = Fixture::new();
+        fs::create_dir_all(fx.cert_path.parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink("/nonexistent/evercert/fullchain.pem", &fx.cert_path).unwrap();
+        let installed = fx
+            .store
+            .install(&fx.target(), &pair("KEY\n", "CHAIN\n", "01"))
+            .unwrap();
+        assert_eq!(installed.previous, None);
+        assert!(is_symlink(&fx.cert_path));
+        assert_eq!(fs::read_to_string(&fx.cert_path).unwrap(), "CHAIN\n");
+        assert_eq!(fs::read_to_string(&fx.key_path).unwrap(), "KEY\n");
+    }
+
+    #[test]
     fn a_bundle_path_flips_with_the_pair() {
         let fx = Fixture::new();
         let bundle = fx.root.join("tls/shop/bundle.pem");

@@ -707,3 +707,100 @@ fn destination_that_cannot_be_written_fails_before_ordering() {
     assert_mentions(&message, "Not a directory", &run);
     nothing_changed(&run);
 }
+
+/// A one-shot `renew` tries a transient failure again a bounded number of times: two 503s on
+/// newOrder, then the CA recovers and the certificate is issued in the same run.
+#[test]
+fn one_shot_renew_retries_transient_failures_a_bounded_number_of_times() {
+    let mut setup = Setup::new();
+    let proxy = FaultProxy::start(&setup.pebble);
+    setup.directory_override = Some(proxy.directory_url());
+    setup.write_config(&[CertSpec::new(NAME)]);
+    let first = setup.run(&["renew"]);
+    assert_eq!(first.code, 0, "{}", first.all());
+    let serial = live_serial(&setup);
+
+    let new_order = proxy.resource_path("newOrder");
+    proxy.set_fault_on(&new_order, Fault::fail_first(2, Fault::Status(503)));
+    let orders_before = proxy.count(&new_order);
+    let started = std::time::Instant::now();
+    let run = setup.run(&["renew", "--force"]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert!(run.stdout.contains("trying again in"), "{}", run.all());
+    assert_ne!(live_serial(&setup), serial, "{}", run.all());
+    assert_eq!(
+        proxy.count(&new_order) - orders_before,
+        3,
+        "{}",
+        proxy.describe()
+    );
+    // 1 s and 3 s of waiting, and no more.
+    assert!(started.elapsed() < std::time::Duration::from_secs(20));
+
+    // A CA that stays down: three attempts, then the failure is reported.
+    proxy.set_fault_on(&new_order, Fault::Status(503));
+    let before = proxy.count(&new_order);
+    let run = setup.run(&["renew", "--force"]);
+    assert_eq!(run.code, 1, "{}", run.all());
+    assert_eq!(proxy.count(&new_order) - before, 3, "{}", proxy.describe());
+}
+
+/// A full disk: `state_dir/archive` on a tiny tmpfs, filled, in a private mount namespace
+/// (needs root, as CI runs). The new version cannot be written, so nothing goes live: the
+/// planted pair stays byte for byte, and the message says what to do.
+#[test]
+fn a_full_disk_fails_before_anything_goes_live() {
+    let setup = Setup::new();
+    setup.write_config(&[CertSpec::new(NAME)]);
+    let leaf = plant(&setup, &["shop.example.test"]);
+    let cert_before = fs::read(setup.cert_path(NAME)).unwrap();
+    let key_before = fs::read(setup.key_path(NAME)).unwrap();
+    // The account is registered first, so the run gets as far as writing the certificate.
+    let account = setup.run(&["account", "show"]);
+    assert_eq!(account.code, 0, "{}", account.all());
+    let archive = setup.state_dir().join("archive");
+    fs::create_dir_all(&archive).unwrap();
+
+    let output = std::process::Command::new("unshare")
+        .arg("-m")
+        .arg("sh")
+        .arg("-c")
+        .arg(
+            "mount -t tmpfs -o size=16k,mode=0755 tmpfs \"$1\" || exit 97; \
+             head -c 1048576 /dev/zero > \"$1/fill\" 2>/dev/null; \
+             shift; exec \"$@\"",
+        )
+        .arg("sh")
+        .arg(&archive)
+        .arg(env!("CARGO_BIN_EXE_evercert"))
+        .arg("-c")
+        .arg(setup.config_path())
+        .arg("renew")
+        .env("EVERCERT_LOG", "warn")
+        .env_remove("EVERCERT_CONFIG")
+        .output()
+        .expect("unshare (util-linux) runs");
+    let run = Run {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    };
+    assert_ne!(
+        run.code,
+        97,
+        "cannot mount a tmpfs here (needs root): {}",
+        run.all()
+    );
+    let message = assert_failed(&run);
+    assert_mentions(&message, "No space left on device", &run);
+    assert_mentions(&message, "disk space", &run);
+    assert_eq!(fs::read(setup.cert_path(NAME)).unwrap(), cert_before);
+    assert_eq!(fs::read(setup.key_path(NAME)).unwrap(), key_before);
+    assert!(
+        !fs::symlink_metadata(setup.cert_path(NAME))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    assert_eq!(live_serial(&setup), leaf.serial_hex);
+}
