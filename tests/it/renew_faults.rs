@@ -723,7 +723,7 @@ fn one_shot_renew_retries_transient_failures_a_bounded_number_of_times() {
     let new_order = proxy.resource_path("newOrder");
     proxy.set_fault_on(&new_order, Fault::fail_first(2, Fault::Status(503)));
     let orders_before = proxy.count(&new_order);
-    let started = std::time::Instant::now();
+    let started = Instant::now();
     let run = setup.run(&["renew", "--force"]);
     assert_eq!(run.code, 0, "{}", run.all());
     assert!(run.stdout.contains("trying again in"), "{}", run.all());
@@ -735,7 +735,7 @@ fn one_shot_renew_retries_transient_failures_a_bounded_number_of_times() {
         proxy.describe()
     );
     // 1 s and 3 s of waiting, and no more.
-    assert!(started.elapsed() < std::time::Duration::from_secs(20));
+    assert!(started.elapsed() < Duration::from_secs(20));
 
     // A CA that stays down: three attempts, then the failure is reported.
     proxy.set_fault_on(&new_order, Fault::Status(503));
