@@ -777,6 +777,34 @@ listen = "127.0.0.1:1"
         config::parse(&text, &dir.join("evercert.toml")).unwrap()
     }
 
+    /// An agent on tokio's clock with one certificate issued `days_ago` days ago that expires
+    /// in `days_left` days, and a fake renewer that succeeds or fails.
+    fn agent_with_certificate(
+        days_ago: i64,
+        days_left: i64,
+        fail: bool,
+    ) -> (tempfile::TempDir, OffsetDateTime, Arc<FakeRenewer>, Agent) {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config(dir.path());
+        let start = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
+        write_cert(
+            &config,
+            start - Duration::days(days_ago),
+            start + Duration::days(days_left),
+        );
+        let renewer = Arc::new(FakeRenewer {
+            calls: Mutex::new(Vec::new()),
+            fail,
+        });
+        let agent = Agent::new(
+            dir.path().join("evercert.toml"),
+            config,
+            Arc::new(TokioClock::starting_at(start)),
+            renewer.clone(),
+        );
+        (dir, start, renewer, agent)
+    }
+
     /// Runs the agent's wake-up loop on tokio's paused clock for `span` of virtual time.
     /// Returns how many wake-ups it took.
     async fn run_for(agent: &mut Agent, span: Duration) -> usize {
@@ -797,25 +825,8 @@ listen = "127.0.0.1:1"
 
     #[tokio::test(start_paused = true)]
     async fn renews_on_time_without_polling() {
-        let dir = tempfile::tempdir().unwrap();
-        let config = config(dir.path());
-        let start = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
         // 90-day certificate with 32 days left: due in 2 days (renew_before 1/3 = 30 days).
-        write_cert(
-            &config,
-            start - Duration::days(58),
-            start + Duration::days(32),
-        );
-        let renewer = Arc::new(FakeRenewer {
-            calls: Mutex::new(Vec::new()),
-            fail: false,
-        });
-        let mut agent = Agent::new(
-            dir.path().join("evercert.toml"),
-            config,
-            Arc::new(TokioClock::starting_at(start)),
-            renewer.clone(),
-        );
+        let (_dir, start, renewer, mut agent) = agent_with_certificate(58, 32, false);
         let wakeups = run_for(&mut agent, Duration::days(3)).await;
         let calls = renewer.calls.lock().unwrap().clone();
         assert_eq!(calls.len(), 1, "{calls:?}");
@@ -832,24 +843,7 @@ listen = "127.0.0.1:1"
 
     #[tokio::test(start_paused = true)]
     async fn a_ca_down_for_hours_is_retried_with_backoff_not_in_a_loop() {
-        let dir = tempfile::tempdir().unwrap();
-        let config = config(dir.path());
-        let start = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
-        write_cert(
-            &config,
-            start - Duration::days(70),
-            start + Duration::days(20),
-        );
-        let renewer = Arc::new(FakeRenewer {
-            calls: Mutex::new(Vec::new()),
-            fail: true,
-        });
-        let mut agent = Agent::new(
-            dir.path().join("evercert.toml"),
-            config,
-            Arc::new(TokioClock::starting_at(start)),
-            renewer.clone(),
-        );
+        let (_dir, _, renewer, mut agent) = agent_with_certificate(70, 20, true);
         run_for(&mut agent, Duration::hours(12)).await;
         let calls = renewer.calls.lock().unwrap().clone();
         // 5 min floor, then 1, 2, 4 … minutes up to 4 h with jitter: a dozen attempts at most.

@@ -72,6 +72,15 @@ pub struct Target<'a> {
     pub bundle_path: Option<&'a Path>,
 }
 
+impl<'a> Target<'a> {
+    /// Every path the web server reads: certificate, key, and the bundle when there is one.
+    fn files(&self) -> impl Iterator<Item = &'a Path> + use<'a> {
+        [Some(self.cert_path), Some(self.key_path), self.bundle_path]
+            .into_iter()
+            .flatten()
+    }
+}
+
 /// A version directory under `archive/NAME/`; sorts oldest first.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct VersionId(pub String);
@@ -271,14 +280,7 @@ impl FsStore {
                 "bundle_path is the same file as cert_path or key_path; give the bundle its own file",
             ));
         }
-        for path in [
-            Some(target.cert_path),
-            Some(target.key_path),
-            target.bundle_path,
-        ]
-        .into_iter()
-        .flatten()
-        {
+        for path in target.files() {
             if path.file_name().is_none() {
                 return Err(bad_target(
                     name,
@@ -526,14 +528,7 @@ impl CertStore for FsStore {
                 remove_entry(name, &live_dir.join(&entry))?;
             }
         }
-        for path in [
-            Some(target.cert_path),
-            Some(target.key_path),
-            target.bundle_path,
-        ]
-        .into_iter()
-        .flatten()
-        {
+        for path in target.files() {
             let tmp = path_temp(path);
             match fs::symlink_metadata(&tmp) {
                 Err(err) if err.kind() == io::ErrorKind::NotFound => {}
@@ -550,14 +545,7 @@ impl CertStore for FsStore {
         let owner = Ownership::resolve(name, target.owner, target.group)?;
         // Every directory that will be written must exist before anything changes.
         self.ensure_layout(name)?;
-        for path in [
-            Some(target.key_path),
-            Some(target.cert_path),
-            target.bundle_path,
-        ]
-        .into_iter()
-        .flatten()
-        {
+        for path in target.files() {
             ensure_dir(&parent_dir(path))
                 .map_err(|(dir, err)| io_error(name, "create directory", &dir, &err))?;
         }
