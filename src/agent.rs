@@ -1,25 +1,36 @@
 //! `evercert run`: the long-running agent. It only decides *when*; the work is the shared
 //! renewal pipeline (`renew::run`).
 //!
-//! Each wake-up inspects every certificate, renews what is due (by the lifetime rule, the
-//! CA's ARI window, or a retry after a failure), polls ARI, sends the alerts a change of
-//! state calls for, and publishes metrics. Then it sleeps until the earliest next event —
-//! no polling every N seconds — or until a watched file changes, a signal arrives, or the
-//! safety rescan is due.
+//! Each wake-up (a scan) inspects every certificate, starts a renewal run for what is due
+//! (by the lifetime rule, the CA's ARI window, or a retry after a failure), queues the alerts
+//! a change of state calls for, probes endpoints, polls ARI and publishes metrics. Then it
+//! sleeps until the earliest next event — no polling every N seconds — or until a watched
+//! file changes, the renewal run ends, a signal arrives, or the safety rescan is due.
+//!
+//! The loop never waits on one slow thing: the renewal run is a task of its own (a CA that
+//! stalls holds the run, not the scans and alerts), alerts are delivered by the alert queue's
+//! task (`alert_queue`), and endpoint probes and ARI polls have deadlines. So a scan always
+//! ends within a bounded time, and the systemd watchdog is fed only when one did (or while
+//! the loop waits, which proves it is not stuck): a loop that hangs stops feeding it and is
+//! restarted. READY=1 is sent once the configuration and the inventory are loaded, before
+//! any network work.
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
+#[cfg(test)]
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration as StdDuration;
 
 use time::{Duration, OffsetDateTime};
 use tokio::sync::mpsc;
 
 use crate::acme::{AcmeClient, RenewalWindow};
-use crate::alerts::{Alert, Alerter};
-use crate::config::{self, Config};
+use crate::alert_queue::{AlertDelivery, AlertQueue};
+use crate::alerts::{self, Alert, Alerter};
+use crate::config::{self, Config, MonitorTarget};
 use crate::inventory::{self, ManagedStatus};
 use crate::lock::FileLock;
 use crate::metrics::{self, Metrics};
@@ -43,6 +54,24 @@ pub const MIN_ATTEMPT_INTERVAL: Duration = Duration::minutes(5);
 /// File events are collected for this long before acting, so a certbot-style swap of two
 /// symlinks or a Kubernetes `..data` flip is seen as one change, complete.
 pub const COALESCE: StdDuration = StdDuration::from_secs(2);
+/// A renewal run is given up on after this (each request to the CA and each hook has its
+/// own, shorter timeout; this bounds what they add up to). The certificates left are tried
+/// again at the next scan, [`MIN_ATTEMPT_INTERVAL`] later at the earliest.
+pub const RENEWAL_DEADLINE: StdDuration = StdDuration::from_secs(3600);
+/// While a certificate's renewal has been running for less than this, its alerts wait for
+/// the outcome: a renewal that takes seconds should not page anyone. After it, they go out
+/// whatever the CA does.
+pub const RENEWAL_ALERT_GRACE: Duration = Duration::seconds(30);
+/// The ARI polls of one scan are cut off after this (a CA that stalls); the rest are asked
+/// at the next scan, [`ARI_RETRY`] later.
+pub const ARI_DEADLINE: StdDuration = StdDuration::from_secs(30);
+/// When ARI polls ran out of time, ask again after this.
+pub const ARI_RETRY: Duration = Duration::minutes(10);
+/// The endpoint probes of one scan are cut off after this (each probe has its own 10 s
+/// timeout; this bounds many of them); endpoints not probed are tried at the next scan.
+pub const PROBES_DEADLINE: StdDuration = StdDuration::from_secs(60);
+/// Endpoint probes in flight at once (sockets, under the open-files limit).
+pub const MAX_CONCURRENT_PROBES: usize = 64;
 
 /// Where time comes from: the wall clock in production; tokio's (pausable) clock in tests.
 pub trait Clock: Send + Sync {
@@ -138,6 +167,14 @@ struct AriState {
     next_poll: OffsetDateTime,
 }
 
+/// A renewal run in flight: a task of its own, so that scans and alerts go on meanwhile.
+struct Renewal {
+    names: Vec<String>,
+    started: OffsetDateTime,
+    /// `None` when the run passed [`RENEWAL_DEADLINE`].
+    task: tokio::task::JoinHandle<Option<RunReport>>,
+}
+
 /// The agent's decisions for one wake-up, for logs, `STATUS=` and tests.
 #[derive(Debug, Clone, Default)]
 pub struct Plan {
@@ -156,7 +193,8 @@ pub struct Agent {
     clock: Arc<dyn Clock>,
     renewer: Arc<dyn Renewer>,
     state: FileState,
-    alerter: Alerter,
+    alerter: Arc<Alerter>,
+    alerts: AlertQueue,
     pub metrics: Arc<Metrics>,
     memory: BTreeMap<String, AlertMemory>,
     attempts: HashMap<String, OffsetDateTime>,
@@ -165,6 +203,12 @@ pub struct Agent {
     acme: Option<Arc<AcmeClient>>,
     /// How many renewal runs were started (for tests and STATUS).
     pub runs: u64,
+    /// How many scans were made (for tests).
+    pub scans: u64,
+    renewal: Option<Renewal>,
+    /// Test-only: makes every scan hang, as a scan stuck on something would.
+    #[cfg(test)]
+    hang_scans: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for Agent {
@@ -194,7 +238,8 @@ impl Agent {
         Self {
             config_path,
             state: FileState::new(&config.state_dir),
-            alerter: Alerter::new(config.alerts.clone()),
+            alerter: Arc::new(Alerter::new(config.alerts.clone())),
+            alerts: AlertQueue::default(),
             config,
             clock,
             renewer,
@@ -205,6 +250,10 @@ impl Agent {
             ari_supported: None,
             acme: None,
             runs: 0,
+            scans: 0,
+            renewal: None,
+            #[cfg(test)]
+            hang_scans: Arc::default(),
         }
     }
 
@@ -212,10 +261,13 @@ impl Agent {
         &self.config
     }
 
-    /// Re-reads the configuration; an invalid one is reported and the old one kept.
-    pub fn reload_config(&mut self) -> Result<(), config::ConfigErrors> {
-        let config = config::load(&self.config_path)?;
-        self.alerter = Alerter::new(config.alerts.clone());
+    /// Re-reads the configuration and runs the permission checks that start-up runs; a
+    /// configuration that is invalid or fails them is refused and the old one kept.
+    pub fn reload_config(&mut self) -> Result<(), ReloadError> {
+        let config = config::load(&self.config_path).map_err(ReloadError::Invalid)?;
+        crate::safety::check_permissions(&self.config_path, &config)
+            .map_err(ReloadError::Unsafe)?;
+        self.alerter = Arc::new(Alerter::new(config.alerts.clone()));
         self.ari_supported = None;
         self.acme = None;
         self.config = config;
@@ -287,28 +339,36 @@ impl Agent {
         (at, why)
     }
 
-    /// One wake-up: inspect, renew what is due, poll ARI, alert, publish. Returns when to
-    /// wake up next.
-    pub async fn tick(&mut self) -> Plan {
-        let now = self.clock.now();
-        let thresholds = self.config.renewal.thresholds;
-        let statuses = inventory::inspect_all(&self.config, thresholds, now);
+    /// The decisions from what is on disk: what is due now, and the next renewal.
+    fn plan(&self, statuses: &[ManagedStatus], now: OffsetDateTime) -> Plan {
         let mut plan = Plan::default();
-        let consider = |at: OffsetDateTime, why: String, plan: &mut Plan| {
-            if plan.next.as_ref().is_none_or(|(next, _)| at < *next) {
-                plan.next = Some((at, why));
-            }
-        };
-        for status in &statuses {
+        for status in statuses {
             let history = self.state.load(&status.name);
             let (at, why) = self.next_attempt(status, &history, now);
             if at <= now {
                 plan.due.push(status.name.clone());
             } else {
-                consider(at, format!("{} {why}", status.name), &mut plan);
+                plan.consider(at, format!("{} {why}", status.name));
             }
         }
         plan.next_renewal = plan.next.clone();
+        plan
+    }
+
+    /// One wake-up: inspect, start renewing what is due (without waiting for it), queue
+    /// alerts, probe endpoints, poll ARI, publish. Returns when to wake up next. Every part
+    /// that waits on the network has a deadline, so a scan always ends.
+    pub async fn tick(&mut self) -> Plan {
+        self.scans += 1;
+        #[cfg(test)]
+        if self.hang_scans.load(Ordering::SeqCst) {
+            std::future::pending::<()>().await;
+        }
+        self.collect_renewal().await;
+        let now = self.clock.now();
+        let thresholds = self.config.renewal.thresholds;
+        let statuses = inventory::inspect_all(&self.config, thresholds, now);
+        let mut plan = self.plan(&statuses, now);
         // A broken file (garbage, emptied) is repaired by the renewal below; someone broke it,
         // though, and that is worth an alert before the repair hides it.
         let broken: Vec<Entry> = statuses
@@ -317,65 +377,192 @@ impl Agent {
             .map(|status| report::managed_entry(status, now))
             .collect();
         if !broken.is_empty() {
-            self.alert(&broken, now).await;
+            self.alert(&broken, now);
         }
-        if !plan.due.is_empty() {
-            tracing::info!("renewing {}", plan.due.join(", "));
-            for name in &plan.due {
-                self.attempts.insert(name.clone(), now);
-            }
-            self.runs += 1;
-            let report = self
-                .renewer
-                .renew(&self.config, plan.due.clone(), now)
-                .await;
-            for (name, outcome) in &report.outcomes {
-                let (success, verify_failed) = match outcome {
-                    Outcome::Renewed { .. } => (true, false),
-                    Outcome::Failed(failure) => (false, failure.step == "verify"),
-                    Outcome::NotDue { .. } | Outcome::DryRun { .. } => continue,
-                };
-                self.metrics
-                    .record_renewal(name, success, verify_failed, now);
-            }
+        if !plan.due.is_empty() && self.renewal.is_none() {
+            self.start_renewal(plan.due.clone(), now);
         }
-        // Fresh facts after the renewals, for alerts, metrics and the next schedule.
-        let now = self.clock.now();
-        let statuses = if plan.due.is_empty() {
-            statuses
-        } else {
-            let statuses = inventory::inspect_all(&self.config, thresholds, now);
-            plan.next = None;
-            for status in &statuses {
-                let history = self.state.load(&status.name);
-                let (at, why) = self.next_attempt(status, &history, now);
-                consider(
-                    at.max(now + Duration::SECOND),
-                    format!("{} {why}", status.name),
-                    &mut plan,
-                );
-            }
-            plan.next_renewal = plan.next.clone();
-            statuses
-        };
-        if let Some(at) = self.poll_ari(&statuses, now).await {
-            consider(at, "ARI poll".to_owned(), &mut plan);
-        }
+        // Alerts from what is on disk go out first: nothing below (probes, ARI) delays them.
+        let held = self.held_alerts(now, &mut plan);
         let mut entries: Vec<Entry> = statuses
             .iter()
             .map(|status| report::managed_entry(status, now))
             .collect();
-        entries.extend(report::gather_monitors(&self.config, thresholds, now).await);
+        entries.extend(self.file_monitor_entries(now));
+        let alerting: Vec<Entry> = entries
+            .iter()
+            .filter(|entry| entry.kind != report::Kind::Managed || !held.contains(&entry.name))
+            .cloned()
+            .collect();
+        self.alert(&alerting, now);
+        let probed = self.probe_endpoints(now).await;
+        self.alert(&probed, now);
+        entries.extend(probed);
         for at in entries
             .iter()
             .filter_map(|entry| next_threshold(entry, thresholds, now))
         {
-            consider(at, "alert threshold".to_owned(), &mut plan);
+            plan.consider(at, "alert threshold".to_owned());
         }
-        self.alert(&entries, now).await;
         self.metrics.record_scan(entries, now);
-        consider(now + RESCAN, "rescan".to_owned(), &mut plan);
+        match tokio::time::timeout(ARI_DEADLINE, self.poll_ari(&statuses, now)).await {
+            Ok(Some(at)) => plan.consider(at, "ARI poll".to_owned()),
+            Ok(None) => {}
+            Err(_) => {
+                tracing::warn!(
+                    "ARI: the CA did not answer the renewal-information polls within {} s; asking again in {}",
+                    ARI_DEADLINE.as_secs(),
+                    crate::units::format_duration(ARI_RETRY)
+                );
+                plan.consider(now + ARI_RETRY, "ARI poll".to_owned());
+            }
+        }
+        plan.consider(now + RESCAN, "rescan".to_owned());
         plan
+    }
+
+    /// Starts the renewal run for `names` as a task of its own.
+    fn start_renewal(&mut self, names: Vec<String>, now: OffsetDateTime) {
+        tracing::info!("renewing {}", names.join(", "));
+        for name in &names {
+            self.attempts.insert(name.clone(), now);
+        }
+        self.runs += 1;
+        let renewer = self.renewer.clone();
+        let config = self.config.clone();
+        let run_names = names.clone();
+        let task = tokio::spawn(async move {
+            tokio::time::timeout(RENEWAL_DEADLINE, renewer.renew(&config, run_names, now))
+                .await
+                .ok()
+        });
+        self.renewal = Some(Renewal {
+            names,
+            started: now,
+            task,
+        });
+    }
+
+    /// Takes in the result of a renewal run that has ended (if one has).
+    async fn collect_renewal(&mut self) {
+        if let Some(renewal) = self.renewal.take_if(|renewal| renewal.task.is_finished()) {
+            let result = renewal.task.await;
+            self.record_renewal(&renewal.names, result);
+        }
+    }
+
+    fn record_renewal(
+        &mut self,
+        names: &[String],
+        result: Result<Option<RunReport>, tokio::task::JoinError>,
+    ) {
+        let now = self.clock.now();
+        match result {
+            Ok(Some(report)) => {
+                for (name, outcome) in &report.outcomes {
+                    let (success, verify_failed) = match outcome {
+                        Outcome::Renewed { .. } => (true, false),
+                        Outcome::Failed(failure) => (false, failure.step == "verify"),
+                        Outcome::NotDue { .. } | Outcome::DryRun { .. } => continue,
+                    };
+                    self.metrics
+                        .record_renewal(name, success, verify_failed, now);
+                }
+            }
+            Ok(None) => tracing::error!(
+                "renewing {} took longer than {} min and was given up; it is tried again at the next scan; see the lines above for the step that hung",
+                names.join(", "),
+                RENEWAL_DEADLINE.as_secs() / 60
+            ),
+            Err(err) => tracing::error!(
+                "the renewal run for {} ended abnormally ({err}); it is tried again at the next scan",
+                names.join(", ")
+            ),
+        }
+    }
+
+    /// The managed certificates whose alerts wait for their renewal's outcome (see
+    /// [`RENEWAL_ALERT_GRACE`]); the end of the wait is scheduled in `plan`.
+    fn held_alerts(&self, now: OffsetDateTime, plan: &mut Plan) -> Vec<String> {
+        match &self.renewal {
+            Some(renewal) if now < renewal.started + RENEWAL_ALERT_GRACE => {
+                plan.consider(
+                    renewal.started + RENEWAL_ALERT_GRACE,
+                    "alerts held for the renewal".to_owned(),
+                );
+                renewal.names.clone()
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// Entries for the `[[monitor]]` files: local reads, no network.
+    fn file_monitor_entries(&self, now: OffsetDateTime) -> Vec<Entry> {
+        let thresholds = self.config.renewal.thresholds;
+        self.config
+            .monitors
+            .iter()
+            .filter_map(|monitor| match &monitor.target {
+                MonitorTarget::File(path) => Some(report::file_entry(
+                    monitor.name.clone(),
+                    path,
+                    inventory::read_cert_file(path),
+                    thresholds,
+                    now,
+                )),
+                MonitorTarget::Endpoint(_) => None,
+            })
+            .collect()
+    }
+
+    /// Entries for the `[[monitor]]` endpoints, probed [`MAX_CONCURRENT_PROBES`] at a time,
+    /// each with its own timeout and all within [`PROBES_DEADLINE`]. An endpoint not probed
+    /// in time has no entry this scan (no false alert); it is probed at the next one.
+    async fn probe_endpoints(&self, now: OffsetDateTime) -> Vec<Entry> {
+        let thresholds = self.config.renewal.thresholds;
+        let endpoints: Vec<(String, config::Endpoint)> = self
+            .config
+            .monitors
+            .iter()
+            .filter_map(|monitor| match &monitor.target {
+                MonitorTarget::Endpoint(endpoint) => Some((monitor.name.clone(), endpoint.clone())),
+                MonitorTarget::File(_) => None,
+            })
+            .collect();
+        if endpoints.is_empty() {
+            return Vec::new();
+        }
+        let roots = Arc::new(crate::probe::system_roots(&[]));
+        let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_PROBES));
+        let mut probes = tokio::task::JoinSet::new();
+        let total = endpoints.len();
+        for (index, (name, endpoint)) in endpoints.into_iter().enumerate() {
+            let (roots, slots) = (roots.clone(), slots.clone());
+            probes.spawn(async move {
+                let _slot = slots.acquire_owned().await;
+                let result = report::probe_endpoint(&endpoint, roots).await;
+                (
+                    index,
+                    report::endpoint_entry(name, &endpoint, result, thresholds, now),
+                )
+            });
+        }
+        let mut done = Vec::with_capacity(total);
+        let deadline = tokio::time::Instant::now() + PROBES_DEADLINE;
+        while let Ok(Some(joined)) = tokio::time::timeout_at(deadline, probes.join_next()).await {
+            if let Ok(entry) = joined {
+                done.push(entry);
+            }
+        }
+        if done.len() < total {
+            tracing::warn!(
+                "{} of {total} monitored endpoints were not probed within {} s; they are probed at the next scan",
+                total - done.len(),
+                PROBES_DEADLINE.as_secs()
+            );
+        }
+        done.sort_by_key(|(index, _)| *index);
+        done.into_iter().map(|(_, entry)| entry).collect()
     }
 
     /// Polls the CA's renewal information where it is due; returns the next poll time.
@@ -478,7 +665,9 @@ impl Agent {
         Ok(client)
     }
 
-    async fn alert(&mut self, entries: &[Entry], now: OffsetDateTime) {
+    /// Decides the alerts a change of state calls for, writes them to the log and queues
+    /// them for delivery; never waits for a channel.
+    fn alert(&mut self, entries: &[Entry], now: OffsetDateTime) {
         let mut changed = false;
         for entry in entries {
             let history = match entry.kind {
@@ -495,7 +684,11 @@ impl Agent {
             let (events, next) = schedule::alerts_due(&memory, facts, now);
             for event in events {
                 let alert = Alert::new(event, entry, history.last_error.as_deref(), now);
-                self.alerter.send(&alert).await;
+                alerts::log(&alert);
+                self.alerts.push(AlertDelivery {
+                    alerter: self.alerter.clone(),
+                    alert,
+                });
             }
             if next != memory {
                 self.memory.insert(key, next);
@@ -523,10 +716,206 @@ impl Agent {
                 )
             })
             .unwrap_or_default();
+        let renewing = self
+            .renewal
+            .as_ref()
+            .map(|renewal| format!(", renewing {}", renewal.names.join(", ")))
+            .unwrap_or_default();
         format!(
-            "{count} certificate{}{next}",
+            "{count} certificate{}{renewing}{next}",
             if count == 1 { "" } else { "s" }
         )
+    }
+
+    /// The agent's loop, until `controls.stop` says so: scan, then wait for the next event.
+    ///
+    /// READY=1 goes out first, once the configuration and the inventory are loaded and before
+    /// any network work. The watchdog is fed after each completed scan and, while the loop
+    /// waits, on its interval — never while a scan runs, so a scan that hangs stops it.
+    pub async fn serve(
+        &mut self,
+        controls: &mut Controls,
+        outside: &mut dyn Outside,
+        watchdog: Option<StdDuration>,
+    ) {
+        {
+            let now = self.clock.now();
+            let statuses =
+                inventory::inspect_all(&self.config, self.config.renewal.thresholds, now);
+            let plan = self.plan(&statuses, now);
+            outside.notify(Notice::Ready(&self.status_line(&plan)));
+        }
+        let mut next_pet = tokio::time::Instant::now();
+        loop {
+            // A scan is raced against SIGTERM: the store's writes are synchronous and atomic,
+            // so stopping mid-way leaves the old or the new pair, never half of one.
+            let scanned = tokio::select! {
+                plan = self.tick() => Some(plan),
+                _ = controls.stop.recv() => None,
+            };
+            let Some(plan) = scanned else { break };
+            // A directory that appeared (first issuance) is watched only now: a change made
+            // in between would be missed, so look once more shortly.
+            let newly_watched = outside.watch(&self.config);
+            let status = self.status_line(&plan);
+            tracing::debug!("{status}");
+            outside.notify(Notice::Status(&status));
+            if let Some(every) = watchdog {
+                outside.notify(Notice::Watchdog);
+                next_pet = tokio::time::Instant::now() + every;
+            }
+            let now = self.clock.now();
+            let mut next = plan
+                .next
+                .map_or(RESCAN, |(at, _)| at - now)
+                .max(Duration::ZERO);
+            if outside.degraded() {
+                next = next.min(RESCAN_DEGRADED);
+            }
+            if newly_watched {
+                next = next.min(Duration::try_from(COALESCE).unwrap_or(Duration::SECOND));
+            }
+            // Whatever the schedule says, never spin: a second between scans at the least.
+            next = next.max(MIN_SLEEP);
+            let mut deadline = tokio::time::Instant::now() + next.unsigned_abs();
+            let mut coalescing = false;
+            let stop = loop {
+                let woke = tokio::select! {
+                    biased;
+                    _ = controls.stop.recv() => Woke::Stop,
+                    result = renewal_finished(&mut self.renewal) => Woke::Renewed(result),
+                    () = tokio::time::sleep_until(next_pet), if watchdog.is_some() => Woke::Pet,
+                    () = tokio::time::sleep_until(deadline) => Woke::Due,
+                    Some(()) = controls.reload.recv() => Woke::Reload,
+                    Some(path) = controls.files.recv() => Woke::File(path),
+                };
+                match woke {
+                    Woke::Stop => break true,
+                    Woke::Renewed(result) => {
+                        if let Some(renewal) = self.renewal.take() {
+                            self.record_renewal(&renewal.names, result);
+                        }
+                        break false;
+                    }
+                    Woke::Pet => {
+                        outside.notify(Notice::Watchdog);
+                        next_pet =
+                            tokio::time::Instant::now() + watchdog.unwrap_or(StdDuration::MAX);
+                    }
+                    Woke::Due => break false,
+                    Woke::Reload => {
+                        match self.reload_config() {
+                            Ok(()) => {
+                                tracing::info!(
+                                    "configuration reloaded from {}",
+                                    self.config_path.display()
+                                );
+                                outside.reloaded(&self.config, &self.metrics).await;
+                            }
+                            Err(err) => tracing::error!("{err}"),
+                        }
+                        break false;
+                    }
+                    Woke::File(path) => {
+                        // Coalesce a burst (certbot swaps two symlinks; Kubernetes flips ..data).
+                        if !coalescing {
+                            coalescing = true;
+                            tracing::info!("{} changed on disk; looking again", path.display());
+                            deadline = deadline.min(tokio::time::Instant::now() + COALESCE);
+                        }
+                    }
+                }
+            };
+            if stop {
+                break;
+            }
+        }
+        outside.notify(Notice::Stopping);
+        tracing::info!("stopping");
+        if let Some(renewal) = self.renewal.take() {
+            // Hooks die with their futures; the files are the old or the new pair.
+            renewal.task.abort();
+            tracing::warn!(
+                "stopped while renewing {}; the next start tries again",
+                renewal.names.join(", ")
+            );
+        }
+        let waiting = self.alerts.waiting();
+        if waiting > 0 {
+            tracing::warn!(
+                "stopped with {waiting} alert(s) not yet delivered (they are in this log)"
+            );
+        }
+        self.alerts = AlertQueue::default();
+    }
+}
+
+/// Waits for the renewal run to end (forever when there is none).
+async fn renewal_finished(
+    renewal: &mut Option<Renewal>,
+) -> Result<Option<RunReport>, tokio::task::JoinError> {
+    match renewal {
+        Some(renewal) => (&mut renewal.task).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// What woke the waiting loop.
+enum Woke {
+    Stop,
+    Renewed(Result<Option<RunReport>, tokio::task::JoinError>),
+    Pet,
+    Due,
+    Reload,
+    File(PathBuf),
+}
+
+/// What reaches the loop from outside: SIGTERM/SIGINT, SIGHUP, file changes.
+#[derive(Debug)]
+pub struct Controls {
+    /// A message (or every sender gone) stops the agent.
+    pub stop: mpsc::UnboundedReceiver<()>,
+    pub reload: mpsc::UnboundedReceiver<()>,
+    pub files: mpsc::UnboundedReceiver<PathBuf>,
+}
+
+/// What the loop tells systemd.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Notice<'a> {
+    Ready(&'a str),
+    Status(&'a str),
+    Watchdog,
+    Stopping,
+}
+
+/// The loop's surroundings: systemd's notify socket, the file watcher, the metrics server.
+/// A trait so that tests can run the real loop on a paused clock and record what it says.
+pub trait Outside: Send {
+    fn notify(&mut self, notice: Notice<'_>);
+    /// Watches the directories `config` names that are not watched yet; true when some are
+    /// newly watched.
+    fn watch(&mut self, _config: &Config) -> bool {
+        false
+    }
+    /// Some directory cannot be watched: rescan more often.
+    fn degraded(&self) -> bool {
+        false
+    }
+    /// After a successful reload: watch the new paths, serve metrics on the new address.
+    fn reloaded<'a>(
+        &'a mut self,
+        _config: &'a Config,
+        _metrics: &'a Arc<Metrics>,
+    ) -> BoxFuture<'a, ()> {
+        Box::pin(async {})
+    }
+}
+
+impl Plan {
+    fn consider(&mut self, at: OffsetDateTime, why: String) {
+        if self.next.as_ref().is_none_or(|(next, _)| at < *next) {
+            self.next = Some((at, why));
+        }
     }
 }
 
@@ -551,6 +940,19 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), AgentError>
     let mut hangup = signal(SignalKind::hangup()).map_err(AgentError::Signals)?;
     let mut terminate = signal(SignalKind::terminate()).map_err(AgentError::Signals)?;
     let mut interrupt = signal(SignalKind::interrupt()).map_err(AgentError::Signals)?;
+    let (stop_tx, stop) = mpsc::unbounded_channel();
+    let (reload_tx, reload) = mpsc::unbounded_channel();
+    let (files_tx, files) = mpsc::unbounded_channel();
+    // Signals become messages, so the loop can tell "stop" from "reload" wherever it is.
+    let signals = tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = terminate.recv() => { let _ = stop_tx.send(()); }
+                _ = interrupt.recv() => { let _ = stop_tx.send(()); }
+                _ = hangup.recv() => { let _ = reload_tx.send(()); }
+            }
+        }
+    });
 
     let mut agent = Agent::new(
         config_path,
@@ -558,108 +960,80 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), AgentError>
         Arc::new(SystemClock),
         Arc::new(PipelineRenewer),
     );
-    let mut metrics_task = start_metrics(&agent).await?;
-    let (events_tx, mut events) = mpsc::unbounded_channel();
-    let mut watcher = Watcher::new(events_tx.clone());
+    let metrics_task = start_metrics(agent.config(), &agent.metrics).await?;
+    let mut watcher = Watcher::new(files_tx.clone());
     let _ = watcher.watch_config(agent.config());
-
-    let watchdog = watchdog_interval();
-    let mut ready = false;
-    loop {
-        // A scan (with its renewals) is raced against SIGTERM: the store's writes are
-        // synchronous and atomic, and hooks die with their futures, so stopping mid-way
-        // leaves the old or the new pair, never half of one.
-        let plan = {
-            let tick = agent.tick();
-            tokio::pin!(tick);
-            let mut pet = tokio::time::interval(watchdog.unwrap_or(StdDuration::from_secs(3600)));
-            loop {
-                tokio::select! {
-                    plan = &mut tick => break plan,
-                    // A long scan (dns-01 waits, a slow CA) is progress, not a hang.
-                    _ = pet.tick(), if watchdog.is_some() => {
-                        let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
-                    }
-                    _ = terminate.recv() => return stopping(&metrics_task),
-                    _ = interrupt.recv() => return stopping(&metrics_task),
-                }
-            }
-        };
-        // A directory that appeared during the scan (first issuance) is watched only now: a
-        // change made in between would be missed, so look once more shortly.
-        let newly_watched = watcher.watch_config(agent.config()) > 0;
-        let status = agent.status_line(&plan);
-        tracing::debug!("{status}");
-        notify(ready, &status);
-        ready = true;
-        let now = agent.clock.now();
-        let mut next = plan
-            .next
-            .map_or(RESCAN, |(at, _)| at - now)
-            .max(Duration::ZERO);
-        if watcher.degraded {
-            next = next.min(RESCAN_DEGRADED);
-        }
-        if newly_watched {
-            next = next.min(Duration::try_from(COALESCE).unwrap_or(Duration::SECOND));
-        }
-        // Whatever the schedule says, never spin: a second between scans at the least.
-        next = next.max(MIN_SLEEP);
-        let deadline = tokio::time::Instant::now() + next.unsigned_abs();
-        // Waits for the deadline, a file event, or a signal; the watchdog is fed meanwhile.
-        let stop = loop {
-            let mut pet = tokio::time::interval(watchdog.unwrap_or(StdDuration::from_secs(3600)));
-            pet.tick().await;
-            tokio::select! {
-                () = tokio::time::sleep_until(deadline) => break false,
-                _ = pet.tick(), if watchdog.is_some() => {
-                    let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
-                }
-                Some(path) = events.recv() => {
-                    // Coalesce a burst (certbot swaps two symlinks; Kubernetes flips ..data).
-                    tokio::time::sleep(COALESCE).await;
-                    while events.try_recv().is_ok() {}
-                    tracing::info!("{} changed on disk; looking again", path.display());
-                    break false;
-                }
-                _ = hangup.recv() => {
-                    match agent.reload_config() {
-                        Ok(()) => {
-                            tracing::info!("configuration reloaded from {}", agent.config_path.display());
-                            watcher = Watcher::new(events_tx.clone());
-                            let _ = watcher.watch_config(agent.config());
-                            // The old listener must be gone before the new one binds.
-                            metrics_task.abort();
-                            let _ = (&mut metrics_task).await;
-                            metrics_task = start_metrics(&agent).await.unwrap_or_else(|err| {
-                                tracing::error!("{err}");
-                                tokio::spawn(async {})
-                            });
-                        }
-                        Err(errors) => tracing::error!("the new configuration is invalid; keeping the old one:\n{errors}"),
-                    }
-                    break false;
-                }
-                _ = terminate.recv() => break true,
-                _ = interrupt.recv() => break true,
-            }
-        };
-        if stop {
-            return stopping(&metrics_task);
-        }
-    }
-}
-
-fn stopping(metrics_task: &tokio::task::JoinHandle<()>) -> Result<(), AgentError> {
-    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
-    tracing::info!("stopping");
-    metrics_task.abort();
+    let mut outside = Systemd {
+        watcher,
+        files: files_tx,
+        metrics_task,
+    };
+    let mut controls = Controls {
+        stop,
+        reload,
+        files,
+    };
+    agent
+        .serve(&mut controls, &mut outside, watchdog_interval())
+        .await;
+    signals.abort();
+    outside.metrics_task.abort();
     Ok(())
 }
 
-async fn start_metrics(agent: &Agent) -> Result<tokio::task::JoinHandle<()>, AgentError> {
-    match &agent.config().metrics {
-        Some(settings) => metrics::serve(settings.listen, agent.metrics.clone())
+/// The production surroundings: sd_notify, inotify, the metrics listener.
+struct Systemd {
+    watcher: Watcher,
+    files: mpsc::UnboundedSender<PathBuf>,
+    metrics_task: tokio::task::JoinHandle<()>,
+}
+
+impl Outside for Systemd {
+    fn notify(&mut self, notice: Notice<'_>) {
+        let _ = match notice {
+            Notice::Ready(status) => sd_notify::notify(&[
+                sd_notify::NotifyState::Ready,
+                sd_notify::NotifyState::Status(status),
+            ]),
+            Notice::Status(status) => sd_notify::notify(&[sd_notify::NotifyState::Status(status)]),
+            Notice::Watchdog => sd_notify::notify(&[sd_notify::NotifyState::Watchdog]),
+            Notice::Stopping => sd_notify::notify(&[sd_notify::NotifyState::Stopping]),
+        };
+    }
+
+    fn watch(&mut self, config: &Config) -> bool {
+        self.watcher.watch_config(config) > 0
+    }
+
+    fn degraded(&self) -> bool {
+        self.watcher.degraded
+    }
+
+    fn reloaded<'a>(
+        &'a mut self,
+        config: &'a Config,
+        metrics: &'a Arc<Metrics>,
+    ) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            self.watcher = Watcher::new(self.files.clone());
+            let _ = self.watcher.watch_config(config);
+            // The old listener must be gone before the new one binds.
+            self.metrics_task.abort();
+            let _ = (&mut self.metrics_task).await;
+            self.metrics_task = start_metrics(config, metrics).await.unwrap_or_else(|err| {
+                tracing::error!("{err}");
+                tokio::spawn(async {})
+            });
+        })
+    }
+}
+
+async fn start_metrics(
+    config: &Config,
+    metrics: &Arc<Metrics>,
+) -> Result<tokio::task::JoinHandle<()>, AgentError> {
+    match &config.metrics {
+        Some(settings) => metrics::serve(settings.listen, metrics.clone())
             .await
             .map_err(|err| AgentError::Metrics {
                 listen: settings.listen.to_string(),
@@ -669,19 +1043,19 @@ async fn start_metrics(agent: &Agent) -> Result<tokio::task::JoinHandle<()>, Age
     }
 }
 
-fn notify(ready: bool, status: &str) {
-    let status = sd_notify::NotifyState::Status(status);
-    if ready {
-        let _ = sd_notify::notify(&[status]);
-    } else {
-        let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready, status]);
-    }
-}
-
 /// Half of systemd's WatchdogSec, when it is set.
 fn watchdog_interval() -> Option<StdDuration> {
     let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
     Some(StdDuration::from_micros(usec / 2).max(StdDuration::from_millis(100)))
+}
+
+/// Why a SIGHUP's configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("the new configuration is invalid; keeping the old one:\n{0}")]
+    Invalid(config::ConfigErrors),
+    #[error("the new configuration fails the permission checks; keeping the old one:\n{0}")]
+    Unsafe(String),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -760,6 +1134,11 @@ mod tests {
     }
 
     fn config(dir: &Path) -> Config {
+        config_with(dir, "")
+    }
+
+    /// The test configuration with `extra` TOML at the end.
+    fn config_with(dir: &Path, extra: &str) -> Config {
         let text = format!(
             r#"state_dir = "{dir}/state"
 [renewal]
@@ -771,7 +1150,7 @@ cert_path = "{dir}/tls/fullchain.pem"
 key_path = "{dir}/tls/privkey.pem"
 [certificate.http01]
 listen = "127.0.0.1:1"
-"#,
+{extra}"#,
             dir = dir.display()
         );
         config::parse(&text, &dir.join("evercert.toml")).unwrap()
@@ -805,22 +1184,229 @@ listen = "127.0.0.1:1"
         (dir, start, renewer, agent)
     }
 
-    /// Runs the agent's wake-up loop on tokio's paused clock for `span` of virtual time.
-    /// Returns how many wake-ups it took.
-    async fn run_for(agent: &mut Agent, span: Duration) -> usize {
-        let end = agent.clock.now() + span;
-        let mut wakeups = 0;
-        while agent.clock.now() < end {
-            let plan = agent.tick().await;
-            wakeups += 1;
-            let now = agent.clock.now();
-            let next = plan
-                .next
-                .map_or(RESCAN, |(at, _)| at - now)
-                .max(Duration::ZERO);
-            tokio::time::sleep(next.unsigned_abs().max(StdDuration::from_millis(1))).await;
+    /// What the loop told "systemd", and when (tokio's clock).
+    #[derive(Default, Clone)]
+    struct Recorder {
+        notices: Arc<Mutex<Vec<(tokio::time::Instant, String)>>>,
+    }
+
+    impl Recorder {
+        fn notices(&self) -> Vec<(tokio::time::Instant, String)> {
+            self.notices.lock().unwrap().clone()
         }
-        wakeups
+
+        fn pets(&self) -> Vec<tokio::time::Instant> {
+            self.notices()
+                .into_iter()
+                .filter(|(_, notice)| notice == "WATCHDOG=1")
+                .map(|(at, _)| at)
+                .collect()
+        }
+    }
+
+    impl Outside for Recorder {
+        fn notify(&mut self, notice: Notice<'_>) {
+            let text = match notice {
+                Notice::Ready(status) => format!("READY=1 {status}"),
+                Notice::Status(status) => format!("STATUS={status}"),
+                Notice::Watchdog => "WATCHDOG=1".to_owned(),
+                Notice::Stopping => "STOPPING=1".to_owned(),
+            };
+            self.notices
+                .lock()
+                .unwrap()
+                .push((tokio::time::Instant::now(), text));
+        }
+    }
+
+    /// The senders of the loop's controls, as the signal handlers and the watcher hold them.
+    struct Senders {
+        stop: mpsc::UnboundedSender<()>,
+        files: mpsc::UnboundedSender<PathBuf>,
+        _reload: mpsc::UnboundedSender<()>,
+    }
+
+    fn controls() -> (Controls, Senders) {
+        let (stop_tx, stop) = mpsc::unbounded_channel();
+        let (reload_tx, reload) = mpsc::unbounded_channel();
+        let (files_tx, files) = mpsc::unbounded_channel();
+        (
+            Controls {
+                stop,
+                reload,
+                files,
+            },
+            Senders {
+                stop: stop_tx,
+                files: files_tx,
+                _reload: reload_tx,
+            },
+        )
+    }
+
+    /// Runs the agent's real loop (`serve`) on tokio's paused clock for `span` of virtual
+    /// time, then stops it. Returns how many scans it made.
+    async fn run_for(agent: &mut Agent, span: Duration) -> usize {
+        let (mut controls, senders) = controls();
+        let mut outside = Recorder::default();
+        let stopper = async move {
+            tokio::time::sleep(span.unsigned_abs()).await;
+            senders.stop.send(()).unwrap();
+            senders
+        };
+        let ((), _senders) = tokio::join!(agent.serve(&mut controls, &mut outside, None), stopper);
+        usize::try_from(agent.scans).unwrap()
+    }
+
+    /// A CA that never answers: the renewal run never ends.
+    struct StalledRenewer {
+        calls: Mutex<u32>,
+    }
+
+    impl Renewer for StalledRenewer {
+        fn renew<'a>(
+            &'a self,
+            _config: &'a Config,
+            _names: Vec<String>,
+            _now: OffsetDateTime,
+        ) -> BoxFuture<'a, RunReport> {
+            *self.calls.lock().unwrap() += 1;
+            Box::pin(std::future::pending())
+        }
+    }
+
+    /// An agent with one due certificate, a CA that stalls, and an expired `[[monitor]]` file.
+    fn stalled_agent() -> (tempfile::TempDir, Arc<StalledRenewer>, Agent) {
+        let dir = tempfile::tempdir().unwrap();
+        let monitor = format!(
+            "[[monitor]]\nname = \"partner\"\npath = \"{}/partner.pem\"\n",
+            dir.path().display()
+        );
+        let config = config_with(dir.path(), &monitor);
+        let start = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
+        write_cert(
+            &config,
+            start - Duration::days(85),
+            start + Duration::days(5),
+        );
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params =
+            rcgen::CertificateParams::new(vec!["partner.example.test".into()]).unwrap();
+        params.not_before = start - Duration::days(90);
+        params.not_after = start - Duration::days(1);
+        let expired = params.self_signed(&key).unwrap();
+        std::fs::write(dir.path().join("partner.pem"), expired.pem()).unwrap();
+        let renewer = Arc::new(StalledRenewer {
+            calls: Mutex::new(0),
+        });
+        let agent = Agent::new(
+            dir.path().join("evercert.toml"),
+            config,
+            Arc::new(TokioClock::starting_at(start)),
+            renewer.clone(),
+        );
+        (dir, renewer, agent)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stalled_ca_holds_neither_ready_nor_alerts_nor_the_watchdog_nor_sigterm() {
+        let (_dir, renewer, mut agent) = stalled_agent();
+        let (mut controls, senders) = controls();
+        let recorder = Recorder::default();
+        let mut outside = recorder.clone();
+        let start = tokio::time::Instant::now();
+        let watchdog = Some(StdDuration::from_secs(1));
+        {
+            let serve = agent.serve(&mut controls, &mut outside, watchdog);
+            tokio::pin!(serve);
+            // A minute of a CA that never answers.
+            tokio::select! {
+                () = &mut serve => panic!("the agent stopped on its own"),
+                () = tokio::time::sleep(StdDuration::from_secs(60)) => {}
+            }
+            let notices = recorder.notices();
+            assert!(
+                notices[0].1.starts_with("READY=1 2 certificates"),
+                "{notices:?}"
+            );
+            assert_eq!(notices[0].0, start, "READY waited for something");
+            assert_eq!(*renewer.calls.lock().unwrap(), 1);
+            // The watchdog was fed all along, about every second.
+            let pets = recorder.pets();
+            assert!(pets.len() >= 55, "{} pets in 60 s", pets.len());
+            // SIGTERM ends it at once, in the middle of the renewal.
+            senders.stop.send(()).unwrap();
+            let stopping = tokio::time::Instant::now();
+            serve.await;
+            assert!(tokio::time::Instant::now() - stopping < StdDuration::from_millis(10));
+        }
+        // The scans went on (the alert-hold wake-up after 30 s at least) and the expired
+        // monitored certificate was alerted at the first one.
+        assert!(agent.scans >= 2, "{} scans", agent.scans);
+        assert!(agent.renewal.is_none());
+        let memory = agent
+            .memory
+            .get("Monitored:partner")
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(
+            memory.level,
+            Some(schedule::AlertLevel::Expired),
+            "{memory:?}"
+        );
+        // The managed certificate (5 days left: critical) was held for the renewal's grace,
+        // then alerted although the renewal still runs.
+        let managed = agent
+            .memory
+            .get("Managed:shop")
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(
+            managed.level,
+            Some(schedule::AlertLevel::Critical),
+            "{managed:?}"
+        );
+        assert_eq!(
+            recorder.notices().last().map(|(_, notice)| notice.clone()),
+            Some("STOPPING=1".to_owned())
+        );
+        drop(senders);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hung_scan_stops_feeding_the_watchdog_and_still_stops_on_sigterm() {
+        let (_dir, _, _renewer, mut agent) = agent_with_certificate(10, 80, false);
+        let hang = agent.hang_scans.clone();
+        let (mut controls, senders) = controls();
+        let recorder = Recorder::default();
+        let mut outside = recorder.clone();
+        let serve = agent.serve(&mut controls, &mut outside, Some(StdDuration::from_secs(1)));
+        tokio::pin!(serve);
+        tokio::select! {
+            () = &mut serve => panic!("the agent stopped on its own"),
+            () = tokio::time::sleep(StdDuration::from_secs(10)) => {}
+        }
+        assert!(recorder.pets().len() >= 9, "{:?}", recorder.pets());
+        // The next scan (a file changed) hangs.
+        hang.store(true, Ordering::SeqCst);
+        senders
+            .files
+            .send(PathBuf::from("/x/fullchain.pem"))
+            .unwrap();
+        let hung_at = tokio::time::Instant::now();
+        tokio::select! {
+            () = &mut serve => panic!("the agent stopped on its own"),
+            () = tokio::time::sleep(StdDuration::from_secs(60)) => {}
+        }
+        // Fed while the loop waited for the coalescing period, then never again.
+        let last = *recorder.pets().last().unwrap();
+        assert!(
+            last <= hung_at + COALESCE,
+            "fed {:?} after the scan hung",
+            last - hung_at
+        );
+        senders.stop.send(()).unwrap();
+        serve.await;
     }
 
     #[tokio::test(start_paused = true)]

@@ -131,6 +131,16 @@ fn hostname() -> String {
         .into_owned()
 }
 
+/// Writes the alert to the log: the one channel that never hangs, so it is written the
+/// moment the alert is decided, whatever happens to its delivery.
+pub fn log(alert: &Alert) {
+    match alert.event {
+        AlertEvent::Recovered => tracing::info!(event = "recovered", "{}", alert.message),
+        AlertEvent::Warning => tracing::warn!(event = "warning", "{}", alert.message),
+        _ => tracing::error!(event = ?alert.event, "{}", alert.message),
+    }
+}
+
 /// Sends alerts through the configured channels.
 pub struct Alerter {
     settings: AlertSettings,
@@ -176,11 +186,24 @@ impl Alerter {
 
     /// Logs the alert and delivers it to every configured channel.
     pub async fn send(&self, alert: &Alert) {
-        match alert.event {
-            AlertEvent::Recovered => tracing::info!(event = "recovered", "{}", alert.message),
-            AlertEvent::Warning => tracing::warn!(event = "warning", "{}", alert.message),
-            _ => tracing::error!(event = ?alert.event, "{}", alert.message),
-        }
+        log(alert);
+        self.deliver(alert).await;
+    }
+
+    /// How long one delivery may take at most: the command's timeout, then every webhook
+    /// attempt's and the pauses between them, and a little slack.
+    pub fn delivery_deadline(&self) -> Duration {
+        let timeout = self
+            .settings
+            .timeout
+            .unsigned_abs()
+            .max(Duration::from_secs(1));
+        let pauses: u64 = (1..u64::from(WEBHOOK_ATTEMPTS)).sum();
+        timeout * (1 + WEBHOOK_ATTEMPTS) + Duration::from_secs(pauses + 5)
+    }
+
+    /// Delivers the alert to the command and the webhook (not the log: see [`log`]).
+    pub async fn deliver(&self, alert: &Alert) {
         let Ok(json) = serde_json::to_vec(alert) else {
             return;
         };

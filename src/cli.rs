@@ -728,7 +728,10 @@ fn cmd_run(config_path: &Path, config: &Config) -> u8 {
         config.monitors.len(),
         config_path.display()
     );
-    match runtime.block_on(crate::agent::run(config_path.to_owned(), config.clone())) {
+    let result = runtime.block_on(crate::agent::run(config_path.to_owned(), config.clone()));
+    // A blocking task stuck on a file or a child must not hold the exit after SIGTERM.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    match result {
         Ok(()) => 0,
         Err(err) => {
             eprintln!("error: {err}");

@@ -6,6 +6,7 @@
 
 pub mod acme;
 pub mod agent;
+pub mod alert_queue;
 pub mod alerts;
 pub mod challenge;
 pub mod cli;
