@@ -231,10 +231,7 @@ impl Agent {
         clock: Arc<dyn Clock>,
         renewer: Arc<dyn Renewer>,
     ) -> Self {
-        let memory = std::fs::read(alerts_path(&config.state_dir))
-            .ok()
-            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
-            .unwrap_or_default();
+        let memory = crate::state::load_json(&alerts_path(&config.state_dir)).unwrap_or_default();
         Self {
             config_path,
             state: FileState::new(&config.state_dir),
@@ -582,7 +579,8 @@ impl Agent {
                 .get(&status.name)
                 .is_some_and(|ari| ari.serial == file.leaf.serial && ari.next_poll > now);
             if !fresh {
-                let Ok(pem) = std::fs::read(&status.cert_path) else {
+                let Ok(pem) = crate::fsread::read(&status.cert_path, crate::fsread::SMALL_FILE_MAX)
+                else {
                     continue;
                 };
                 let client = match self.acme_client().await {

@@ -661,13 +661,10 @@ fn cmd_revoke(config: &Config, name: &str, reason: Option<&str>) -> u8 {
             return EXIT_USAGE;
         }
     };
-    let pem = match std::fs::read(&cert.cert_path) {
+    let pem = match crate::fsread::read(&cert.cert_path, crate::fsread::SMALL_FILE_MAX) {
         Ok(pem) => pem,
         Err(err) => {
-            eprintln!(
-                "error: {name}: cannot read {}: {err}",
-                cert.cert_path.display()
-            );
+            eprintln!("error: {name}: cannot read {err}");
             return 1;
         }
     };

@@ -36,6 +36,9 @@ const DEFAULT_HOOK_TIMEOUT: Duration = Duration::seconds(60);
 const DEFAULT_ALERT_TIMEOUT: Duration = Duration::seconds(30);
 const DEFAULT_VERIFY_TIMEOUT: Duration = Duration::seconds(15);
 const DEFAULT_ACME_TIMEOUT: Duration = Duration::seconds(30);
+/// Versions of each certificate kept in the archive: with 90-day certificates over a year of
+/// history, with 6-day ones still a few weeks of rollbacks.
+const DEFAULT_ARCHIVE_KEEP: usize = 5;
 
 // ---------------------------------------------------------------------------------------------
 // The validated settings.
@@ -89,6 +92,9 @@ pub struct RenewalSettings {
     pub renew_before: RenewBefore,
     pub ari: bool,
     pub thresholds: Thresholds,
+    /// How many versions of each certificate the archive keeps (the live one and the
+    /// rollback target always stay, even beyond it).
+    pub archive_keep: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -337,6 +343,7 @@ struct RawRenewal {
     ari: Option<bool>,
     warn_before: Option<String>,
     critical_before: Option<String>,
+    archive_keep: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -495,21 +502,23 @@ fn field_names<'de, T: Deserialize<'de>>() -> &'static [&'static str] {
 
 /// Reads and validates the configuration file at `path`.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
-    let text = std::fs::read_to_string(path).map_err(|err| {
-        let (message, hint) = match err.kind() {
-            std::io::ErrorKind::NotFound => (
+    // A FIFO, a device or a huge file named by --config is an error, not a hang.
+    let text = crate::fsread::read_to_string(path, crate::fsread::CONFIG_FILE_MAX).map_err(|err| {
+        use crate::fsread::Problem;
+        let (message, hint) = match err.problem {
+            Problem::NotFound => (
                 "configuration file not found".to_owned(),
                 format!(
                     "create it (see examples/evercert.toml), or name another with --config FILE \
                      or $EVERCERT_CONFIG (default {DEFAULT_CONFIG_PATH})"
                 ),
             ),
-            std::io::ErrorKind::PermissionDenied => (
+            Problem::PermissionDenied => (
                 "permission denied reading the configuration file".to_owned(),
                 "run evercert as the user that owns the configuration (usually root)".to_owned(),
             ),
-            _ => (
-                format!("cannot read the configuration file: {err}"),
+            problem => (
+                format!("cannot read the configuration file: {problem}"),
                 "check that the path names a readable UTF-8 text file".to_owned(),
             ),
         };
@@ -970,7 +979,24 @@ impl Parser<'_> {
                 Some("critical must come closer to expiry than warning, like warn_before = \"30d\", critical_before = \"7d\"".into()),
             );
         }
+        let archive_keep = match raw.archive_keep {
+            None => DEFAULT_ARCHIVE_KEEP,
+            Some(keep) if (2..=10_000).contains(&keep) => keep as usize,
+            Some(keep) => {
+                self.error_at(
+                    "renewal",
+                    "archive_keep",
+                    format!("`archive_keep` = {keep} is out of range"),
+                    Some(format!(
+                        "keep at least 2 versions (the live one and the one a rollback returns to), \
+                         like archive_keep = {DEFAULT_ARCHIVE_KEEP}"
+                    )),
+                );
+                DEFAULT_ARCHIVE_KEEP
+            }
+        };
         RenewalSettings {
+            archive_keep,
             renew_before,
             ari: raw.ari.unwrap_or(true),
             thresholds: Thresholds {

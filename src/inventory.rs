@@ -121,8 +121,11 @@ pub enum KeyFileError {
     Mismatch { path: PathBuf, cert: PathBuf },
 }
 
+/// Regular files only, and at most `SMALL_FILE_MAX`: a FIFO, a device or a 2 GB file at a
+/// certificate's path is an error naming the path, not a hang or an exhausted memory.
 fn read_file(path: &Path) -> Result<Vec<u8>, (io::ErrorKind, String)> {
-    std::fs::read(path).map_err(|err| (err.kind(), err.to_string()))
+    crate::fsread::read(path, crate::fsread::SMALL_FILE_MAX)
+        .map_err(|err| (err.kind(), err.problem.to_string()))
 }
 
 /// Reads a certificate file: PEM (leaf first, chain after) or a single DER certificate.
@@ -152,6 +155,35 @@ pub fn read_cert_file(path: &Path) -> Result<CertFile, CertFileError> {
             detail,
         },
     })
+}
+
+/// Whether `bytes` are certificates and nothing else: PEM with only CERTIFICATE sections that
+/// parse, or one DER certificate. The order of the chain does not matter here.
+pub fn holds_only_certificates(bytes: &[u8]) -> bool {
+    let parses = |der: &[u8]| X509Certificate::from_der(der).is_ok();
+    // Sections of unknown kinds are skipped by the PEM reader: look for keys by their label.
+    if holds_private_key(bytes) {
+        return false;
+    }
+    if !bytes.windows(11).any(|window| window == b"-----BEGIN ") {
+        return parses(bytes);
+    }
+    let mut any = false;
+    for item in <(pem::SectionKind, Vec<u8>) as PemObject>::pem_slice_iter(bytes) {
+        match item {
+            Ok((pem::SectionKind::Certificate, der)) if parses(&der) => any = true,
+            _ => return false,
+        }
+    }
+    any
+}
+
+/// Whether `bytes` hold a private key in PEM, of any kind (PKCS#8, RSA, EC, encrypted,
+/// OpenSSH), among anything else.
+pub fn holds_private_key(bytes: &[u8]) -> bool {
+    bytes
+        .windows(16)
+        .any(|window| window == b"PRIVATE KEY-----")
 }
 
 enum Problem {

@@ -11,6 +11,7 @@ pub mod alerts;
 pub mod challenge;
 pub mod cli;
 pub mod config;
+pub mod fsread;
 pub mod generate;
 pub mod hooks;
 pub mod import;

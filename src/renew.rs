@@ -582,13 +582,14 @@ async fn order_and_store(
             .recover(&target(cert))
             .map_err(|err| Failure::new("store", FailureKind::Permanent, err.to_string()))?;
     }
+    preflight(cert, deps, dry_run)?;
     let reuse_key = if cert.reuse_key {
-        std::fs::read_to_string(&cert.key_path).ok()
+        crate::fsread::read_to_string(&cert.key_path, crate::fsread::SMALL_FILE_MAX).ok()
     } else {
         None
     };
     let current_pem = if current.is_some() {
-        std::fs::read(&cert.cert_path).ok()
+        crate::fsread::read(&cert.cert_path, crate::fsread::SMALL_FILE_MAX).ok()
     } else {
         None
     };
@@ -635,7 +636,13 @@ async fn order_and_store(
         &format!("issued serial {serial}, expires {}", rfc3339(not_after)),
     );
     if dry_run {
-        dry_run_check(cert, &issued.chain_pem, &issued.key_pem, deps)?;
+        dry_run_check(
+            cert,
+            &issued.chain_pem,
+            &issued.key_pem,
+            &config.state_dir,
+            deps,
+        )?;
         return Ok(Stored::DryRun { serial, not_after });
     }
     let pair = NewPair {
@@ -649,6 +656,7 @@ async fn order_and_store(
         .store
         .install(&target(cert), &pair)
         .map_err(|err| Failure::new("store", FailureKind::Permanent, err.to_string()))?;
+    prune(cert, config.renewal.archive_keep, &installed, deps);
     (deps.progress)(
         name,
         &format!(
@@ -663,6 +671,37 @@ async fn order_and_store(
         not_after,
         installed,
     }))
+}
+
+/// Before anything is ordered: the destination (and the webroot) can be written, and what
+/// is there may be archived, so a sandbox mistake (ReadWritePaths=) costs no issuance.
+fn preflight(cert: &CertificateSettings, deps: &Deps<'_>, dry_run: bool) -> Result<(), Failure> {
+    let failed = |err: crate::store::StoreError| {
+        Failure::new("preflight", FailureKind::Permanent, err.to_string())
+    };
+    if !dry_run {
+        deps.store.preflight(&target(cert)).map_err(failed)?;
+    }
+    if let crate::config::ChallengeSettings::Http01Webroot(webroot) = &cert.challenge {
+        crate::store::check_webroot(&cert.name, webroot).map_err(failed)?;
+    }
+    Ok(())
+}
+
+/// Archive retention after an install; a failure is logged, the renewal stands.
+fn prune(cert: &CertificateSettings, keep: usize, installed: &Installed, deps: &Deps<'_>) {
+    match deps.store.prune(&cert.name, keep, installed) {
+        Ok(removed) if !removed.is_empty() => (deps.progress)(
+            &cert.name,
+            &format!(
+                "removed {} old version{} from the archive (archive_keep = {keep})",
+                removed.len(),
+                if removed.len() == 1 { "" } else { "s" }
+            ),
+        ),
+        Ok(_) => {}
+        Err(err) => tracing::warn!("{err}; old versions stay in the archive for now"),
+    }
 }
 
 /// What must hold before a new pair may replace a working one.
@@ -709,15 +748,13 @@ fn dry_run_check(
     cert: &CertificateSettings,
     chain_pem: &str,
     key_pem: &str,
+    state_dir: &Path,
     deps: &Deps<'_>,
 ) -> Result<(), Failure> {
-    let scratch = std::env::temp_dir().join(format!(
-        "evercert-dry-run-{}-{}",
-        cert.name,
-        std::process::id()
-    ));
     let result = (|| -> Result<(), String> {
-        create_private_dir(&scratch).map_err(|err| err.to_string())?;
+        // Fresh, private and under state_dir: never a predictable name in the shared /tmp.
+        let dir = crate::store::ScratchDir::create(state_dir).map_err(|err| err.to_string())?;
+        let scratch = dir.path();
         let cert_file = scratch.join("fullchain.pem");
         let key_file = scratch.join("privkey.pem");
         crate::store::write_atomic(&key_file, key_pem.as_bytes(), 0o600)
@@ -729,7 +766,6 @@ fn dry_run_check(
             .map_err(|err| err.to_string())?;
         Ok(())
     })();
-    let _ = std::fs::remove_dir_all(&scratch);
     result.map_err(|message| Failure::new("check", FailureKind::Transient, message))?;
     (deps.progress)(
         &cert.name,

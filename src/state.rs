@@ -2,10 +2,12 @@
 //! current failure streak, the CA's Retry-After. Kept behind a small trait so that a fleet
 //! can share it (etcd) later; the file backend writes one JSON file per certificate.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
+use time::macros::format_description;
 
 use crate::acme::FailureKind;
 
@@ -71,7 +73,7 @@ pub struct StateError {
 /// Where histories are kept.
 pub trait StateStore: Send + Sync {
     /// The history of a certificate; empty when none was recorded (or it is unreadable:
-    /// a damaged history must never stop a renewal).
+    /// a damaged history must never stop a renewal, it is moved aside and logged).
     fn load(&self, name: &str) -> CertHistory;
     fn save(&self, name: &str, history: &CertHistory) -> Result<(), StateError>;
 }
@@ -83,7 +85,7 @@ pub struct FileState {
 }
 
 impl FileState {
-    pub fn new(state_dir: &std::path::Path) -> Self {
+    pub fn new(state_dir: &Path) -> Self {
         Self {
             dir: state_dir.join("state"),
         }
@@ -92,10 +94,7 @@ impl FileState {
 
 impl StateStore for FileState {
     fn load(&self, name: &str) -> CertHistory {
-        std::fs::read(self.dir.join(format!("{name}.json")))
-            .ok()
-            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
-            .unwrap_or_default()
+        load_json(&self.dir.join(format!("{name}.json"))).unwrap_or_default()
     }
 
     fn save(&self, name: &str, history: &CertHistory) -> Result<(), StateError> {
@@ -110,6 +109,69 @@ impl StateStore for FileState {
         let json = serde_json::to_vec_pretty(history).map_err(|err| error(err.to_string()))?;
         crate::store::write_atomic(&path, &json, 0o600).map_err(|err| error(err.to_string()))
     }
+}
+
+/// Reads a JSON state file (a history, `alerts.json`); `None` when there is none. One that
+/// cannot be used (damaged JSON, not a regular file, too large) is renamed to
+/// `PATH.corrupt-TIMESTAMP` and logged: starting afresh must not silently erase what an
+/// operator may need to see (a failure streak, a Retry-After, alerts already sent).
+pub fn load_json<T: DeserializeOwned>(path: &Path) -> Option<T> {
+    use crate::fsread::{self, Problem};
+    let problem = match fsread::read(path, fsread::SMALL_FILE_MAX) {
+        Ok(bytes) => match serde_json::from_slice(&bytes) {
+            Ok(value) => return Some(value),
+            Err(err) => format!("damaged JSON ({err})"),
+        },
+        Err(err) => match err.problem {
+            Problem::NotFound => return None,
+            Problem::NotRegular(_) | Problem::TooLarge { .. } => err.problem.to_string(),
+            // Nothing wrong with the file itself: leave it where it is.
+            _ => {
+                tracing::warn!(
+                    "cannot read {err}; going on without it (check the permissions of {})",
+                    path.display()
+                );
+                return None;
+            }
+        },
+    };
+    match move_aside(path, OffsetDateTime::now_utc()) {
+        Ok(aside) => tracing::warn!(
+            "{}: {problem}; moved it to {} and started afresh",
+            path.display(),
+            aside.display()
+        ),
+        Err(err) => tracing::warn!(
+            "{}: {problem}; going on without it, and cannot move it aside: {err}",
+            path.display()
+        ),
+    }
+    None
+}
+
+/// Renames `path` to `path.corrupt-20261130T111500Z` (`-2`, `-3`… if taken).
+fn move_aside(path: &Path, now: OffsetDateTime) -> std::io::Result<PathBuf> {
+    let stamp = now
+        .format(format_description!(
+            "[year][month][day]T[hour][minute][second]Z"
+        ))
+        .unwrap_or_else(|_| "unknown".to_owned());
+    let mut base = path.as_os_str().to_owned();
+    base.push(format!(".corrupt-{stamp}"));
+    let mut aside = PathBuf::from(&base);
+    for n in 2.. {
+        match std::fs::symlink_metadata(&aside) {
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => break,
+            Err(err) => return Err(err),
+            Ok(_) => {
+                let mut next = base.clone();
+                next.push(format!("-{n}"));
+                aside = PathBuf::from(next);
+            }
+        }
+    }
+    std::fs::rename(path, &aside)?;
+    Ok(aside)
 }
 
 #[cfg(test)]
@@ -133,5 +195,41 @@ mod tests {
         assert_eq!(loaded.renewals, 1);
         std::fs::write(dir.path().join("state/broken.json"), b"{not json").unwrap();
         assert_eq!(store.load("broken"), CertHistory::default());
+    }
+
+    #[test]
+    fn a_corrupt_state_file_is_moved_aside_not_reset() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileState::new(dir.path());
+        let state = dir.path().join("state");
+        std::fs::create_dir_all(&state).unwrap();
+        for round in 0..2 {
+            std::fs::write(state.join("shop.json"), b"{\"failures\": 3,").unwrap();
+            assert_eq!(store.load("shop"), CertHistory::default(), "round {round}");
+            assert!(!state.join("shop.json").exists());
+        }
+        // A FIFO in its place is moved aside too, without blocking.
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            state.join("shop.json"),
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        assert_eq!(store.load("shop"), CertHistory::default());
+        let mut aside: Vec<String> = std::fs::read_dir(&state)
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        aside.sort();
+        assert_eq!(aside.len(), 3, "{aside:?}");
+        for name in &aside {
+            assert!(name.starts_with("shop.json.corrupt-"), "{aside:?}");
+        }
+        let kept = std::fs::read(state.join(&aside[0])).unwrap();
+        assert_eq!(kept, b"{\"failures\": 3,");
+        // A missing file is simply none.
+        assert_eq!(load_json::<CertHistory>(&state.join("none.json")), None);
     }
 }

@@ -27,6 +27,8 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use time::macros::format_description;
 
+use crate::{fsread, inventory};
+
 const KEY_FILE: &str = "privkey.pem";
 const CHAIN_FILE: &str = "fullchain.pem";
 const BUNDLE_FILE: &str = "bundle.pem";
@@ -125,6 +127,13 @@ pub enum StoreError {
         path: PathBuf,
         reason: &'static str,
     },
+    /// What is at a configured path may not be archived or replaced.
+    #[error("certificate \"{name}\": {path} {reason}")]
+    Refused {
+        name: String,
+        path: PathBuf,
+        reason: String,
+    },
     #[error(
         "certificate \"{name}\": version {version:?} is not a complete version in {path}; pick one of the versions listed there"
     )]
@@ -167,8 +176,16 @@ fn io_error(name: &str, action: &'static str, path: &Path, err: &io::Error) -> S
         Kind::PermissionDenied | Kind::ReadOnlyFilesystem if action.starts_with("read") => {
             format!("give evercert read access to {}", path.display())
         }
-        Kind::PermissionDenied | Kind::ReadOnlyFilesystem => format!(
-            "give evercert write access to {} (systemd: ReadWritePaths=)",
+        // Under systemd's ProtectSystem=strict every path not in ReadWritePaths= is a
+        // read-only mount: that, not the file's permissions, is then what to fix.
+        Kind::ReadOnlyFilesystem => format!(
+            "{} is on a read-only file system; if evercert runs under systemd, add the directory \
+             to ReadWritePaths= in the unit (systemctl edit evercert), otherwise remount it read-write",
+            dir.display()
+        ),
+        Kind::PermissionDenied => format!(
+            "permission denied: give evercert's user write access to {} (under systemd also check \
+             ReadWritePaths= and the unit's User=)",
             dir.display()
         ),
         Kind::NotADirectory => format!(
@@ -204,6 +221,19 @@ pub trait CertStore: Send + Sync {
     fn current(&self, name: &str) -> Result<Option<VersionId>, StoreError>;
     /// Every stored version, oldest first.
     fn versions(&self, name: &str) -> Result<Vec<VersionId>, StoreError>;
+    /// Proves, before anything is ordered, that `install` can do its job: every directory it
+    /// writes is writable (a file is created and removed in each), and what is at the
+    /// configured paths may be archived and replaced. A sandbox mistake then costs no
+    /// issuance against the CA's limits.
+    fn preflight(&self, target: &Target<'_>) -> Result<(), StoreError>;
+    /// Removes the oldest versions (their keys with them) beyond the newest `keep`, never the
+    /// live one nor the rollback target; returns what was removed.
+    fn prune(
+        &self,
+        name: &str,
+        keep: usize,
+        installed: &Installed,
+    ) -> Result<Vec<VersionId>, StoreError>;
 }
 
 /// The store on the local file system, under `state_dir`.
@@ -414,10 +444,13 @@ impl FsStore {
     fn point_at_live(&self, name: &str, path: &Path, file: &str) -> Result<(), StoreError> {
         let dir = parent_dir(path);
         let tmp = path_temp(path);
-        match fs::remove_file(&tmp) {
-            Ok(()) => {}
+        // Only a temp that is there is removed: unlink() of a missing name on a read-only file
+        // system fails with EROFS, which must not be blamed on a "stale temp" that is not there.
+        match fs::symlink_metadata(&tmp) {
             Err(err) if err.kind() == io::ErrorKind::NotFound => {}
-            Err(err) => return Err(io_error(name, "remove the stale temp", &tmp, &err)),
+            Err(err) => return Err(io_error(name, "inspect", &tmp, &err)),
+            Ok(_) => fs::remove_file(&tmp)
+                .map_err(|err| io_error(name, "remove the stale temp", &tmp, &err))?,
         }
         // symlink() never follows anything planted at `tmp`: it fails with EEXIST instead.
         std::os::unix::fs::symlink(self.live_file(name, file), &tmp)
@@ -439,11 +472,10 @@ impl FsStore {
         owner: Ownership,
         cert_state: PathState,
         key_state: PathState,
+        existing: Option<ExistingPair>,
     ) -> Result<(), StoreError> {
         let name = target.name;
-        let key = read_existing(name, target.key_path)?;
-        let chain = read_existing(name, target.cert_path)?;
-        if let (Some(key), Some(chain)) = (key, chain) {
+        if let Some(ExistingPair { key, chain }) = existing {
             let imported = match self.version_holding(name, &key, &chain)? {
                 Some(version) => version,
                 None => {
@@ -480,8 +512,9 @@ impl FsStore {
         let candidates = [self.current(name)?, self.versions(name)?.pop()];
         for version in candidates.into_iter().flatten() {
             let dir = self.versions_dir(name).join(&version.0);
-            let same =
-                |file: &str, bytes: &[u8]| fs::read(dir.join(file)).is_ok_and(|b| b == bytes);
+            let same = |file: &str, bytes: &[u8]| {
+                fsread::read(&dir.join(file), fsread::SMALL_FILE_MAX).is_ok_and(|b| b == bytes)
+            };
             if same(KEY_FILE, key) && same(CHAIN_FILE, chain) {
                 return Ok(Some(version));
             }
@@ -556,6 +589,15 @@ impl CertStore for FsStore {
             None => true,
         };
 
+        let migrating =
+            cert_state != PathState::Ours || key_state != PathState::Ours || !bundle_ours;
+        // Judged before anything is written: a refused pair leaves the archive untouched.
+        let existing = if migrating {
+            existing_pair(target, cert_state, key_state)?
+        } else {
+            None
+        };
+
         let issued_at = OffsetDateTime::now_utc();
         let content = VersionContent {
             key_pem: pair.key_pem,
@@ -571,8 +613,8 @@ impl CertStore for FsStore {
         };
         let version = self.store_version(name, owner, target.key_mode, &content)?;
 
-        if cert_state != PathState::Ours || key_state != PathState::Ours || !bundle_ours {
-            self.migrate(target, owner, cert_state, key_state)?;
+        if migrating {
+            self.migrate(target, owner, cert_state, key_state, existing)?;
         }
         let previous = self.current(name)?;
         self.flip_live(name, &version)?;
@@ -640,6 +682,132 @@ impl CertStore for FsStore {
         }
         versions.sort();
         Ok(versions)
+    }
+
+    fn preflight(&self, target: &Target<'_>) -> Result<(), StoreError> {
+        self.check_target(target)?;
+        let name = target.name;
+        Ownership::resolve(name, target.owner, target.group)?;
+        self.ensure_layout(name)?;
+        check_writable(name, &self.versions_dir(name))?;
+        check_writable(name, &self.live_dir())?;
+        for path in target.files() {
+            let dir = parent_dir(path);
+            ensure_dir(&dir)
+                .map_err(|(dir, err)| io_error(name, "create directory", &dir, &err))?;
+            check_writable(name, &dir)?;
+        }
+        let cert_state = self.classify(name, target.cert_path, CHAIN_FILE)?;
+        let key_state = self.classify(name, target.key_path, KEY_FILE)?;
+        if let Some(bundle) = target.bundle_path {
+            self.classify(name, bundle, BUNDLE_FILE)?;
+        }
+        if cert_state != PathState::Ours || key_state != PathState::Ours {
+            existing_pair(target, cert_state, key_state)?;
+        }
+        Ok(())
+    }
+
+    fn prune(
+        &self,
+        name: &str,
+        keep: usize,
+        installed: &Installed,
+    ) -> Result<Vec<VersionId>, StoreError> {
+        let versions = self.versions(name)?;
+        let live = self.current(name)?;
+        let protected = [
+            Some(&installed.version),
+            installed.previous.as_ref(),
+            live.as_ref(),
+        ];
+        let newest = versions.len().saturating_sub(keep);
+        let versions_dir = self.versions_dir(name);
+        let mut removed = Vec::new();
+        for version in &versions[..newest] {
+            if protected.contains(&Some(version)) {
+                continue;
+            }
+            // Renamed to a staging name first, so it vanishes at once: a crash while its files
+            // are deleted leaves a staging directory `recover` removes, not half a version.
+            let doomed =
+                versions_dir.join(format!("{STAGING_PREFIX}{:016x}", rand::random::<u64>()));
+            let from = versions_dir.join(&version.0);
+            fs::rename(&from, &doomed)
+                .map_err(|err| io_error(name, "remove the old version", &from, &err))?;
+            fs::remove_dir_all(&doomed)
+                .map_err(|err| io_error(name, "remove the old version", &doomed, &err))?;
+            removed.push(version.clone());
+        }
+        if !removed.is_empty() {
+            sync_dir(&versions_dir)
+                .map_err(|err| io_error(name, "fsync directory", &versions_dir, &err))?;
+        }
+        Ok(removed)
+    }
+}
+
+/// Proves `dir` writable by creating and removing a file in it; an error says why not
+/// (a read-only file system, permissions) and what to do.
+pub fn check_writable(name: &str, dir: &Path) -> Result<(), StoreError> {
+    let (probe, file) = loop {
+        let probe = dir.join(format!(".evercert-probe-{:016x}", rand::random::<u64>()));
+        match create_new_file(&probe, 0o600) {
+            Ok(file) => break (probe, file),
+            Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(err) => return Err(io_error(name, "create a file in", dir, &err)),
+        }
+    };
+    drop(file);
+    fs::remove_file(&probe).map_err(|err| io_error(name, "remove a file in", dir, &err))
+}
+
+/// The http-01 webroot (or the token directory below it, where it exists) is writable.
+pub fn check_webroot(name: &str, webroot: &Path) -> Result<(), StoreError> {
+    let well_known = webroot.join(".well-known");
+    let tokens = well_known.join("acme-challenge");
+    let deepest = [tokens.as_path(), well_known.as_path(), webroot]
+        .into_iter()
+        .find(|dir| fs::metadata(dir).is_ok_and(|meta| meta.is_dir()))
+        .unwrap_or(webroot);
+    check_writable(name, deepest)
+}
+
+/// A private scratch directory for a dry run: `STATE_DIR/.dry-run-<random>`, mode 0700, made
+/// fresh with mkdir (which never follows a planted symlink and fails if the name exists, so
+/// nothing is reused), removed with everything in it when dropped.
+#[derive(Debug)]
+pub struct ScratchDir {
+    path: PathBuf,
+}
+
+impl ScratchDir {
+    pub fn create(state_dir: &Path) -> Result<Self, StoreError> {
+        loop {
+            let path = state_dir.join(format!(".dry-run-{:016x}", rand::random::<u64>()));
+            match DirBuilder::new().mode(0o700).create(&path) {
+                Ok(()) => return Ok(Self { path }),
+                Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(err) => {
+                    return Err(io_error(
+                        "",
+                        "create a scratch directory in",
+                        state_dir,
+                        &err,
+                    ));
+                }
+            }
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.path);
     }
 }
 
@@ -878,18 +1046,114 @@ fn leaf_facts(chain_pem: &[u8]) -> Option<LeafFacts> {
     })
 }
 
-/// The content at `path` (through any symlink), or None if it is not there.
-fn read_existing(name: &str, path: &Path) -> Result<Option<Vec<u8>>, StoreError> {
-    match fs::read(path) {
-        Ok(bytes) => Ok(Some(bytes)),
-        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
-        // It cannot be archived, so it must not be replaced: a rollback would have nothing.
-        Err(err) => Err(io_error(
+/// The pair at `cert_path`/`key_path` that is archived before they are replaced, if both
+/// hold one (see [`importable`]).
+fn existing_pair(
+    target: &Target<'_>,
+    cert_state: PathState,
+    key_state: PathState,
+) -> Result<Option<ExistingPair>, StoreError> {
+    let chain = importable(target.name, target.cert_path, Held::Chain, cert_state)?;
+    let key = importable(target.name, target.key_path, Held::Key, key_state)?;
+    Ok(key
+        .zip(chain)
+        .map(|(key, chain)| ExistingPair { key, chain }))
+}
+
+/// A key and chain found at the configured paths, fit to be archived.
+struct ExistingPair {
+    key: Vec<u8>,
+    chain: Vec<u8>,
+}
+
+/// What a configured path should hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Held {
+    Chain,
+    Key,
+}
+
+/// The content at `path` (through any symlink) if it may go into the archive: the archive is
+/// served to the web server's user, so only a certificate chain (mode 0644) or a private key
+/// (written like a new key) is ever copied there — never whatever a planted symlink points at.
+///
+/// `None`: nothing there, or a plain file (or evercert's own link) holding nothing usable
+/// (emptied, garbage), which a renewal repairs by replacing it. An error, and nothing is replaced: what it resolves to is
+/// not a regular file or is too large, a symlink leads to something that is not a chain or key
+/// (someone else's file, not ours to copy or to judge), or cert_path holds a private key.
+fn importable(
+    name: &str,
+    path: &Path,
+    held: Held,
+    state: PathState,
+) -> Result<Option<Vec<u8>>, StoreError> {
+    let foreign_symlink = match fs::symlink_metadata(path) {
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(err) => return Err(io_error(name, "inspect", path, &err)),
+        // Our own link into `live/` leads to what evercert wrote.
+        Ok(meta) => meta.file_type().is_symlink() && state != PathState::Ours,
+    };
+    let bytes = match fsread::read(path, fsread::SMALL_FILE_MAX) {
+        Ok(bytes) => bytes,
+        // A dangling symlink: nothing to keep.
+        Err(err) if err.is_not_found() => return Ok(None),
+        Err(err) => {
+            return Err(refused(
+                name,
+                path,
+                format!(
+                    "cannot be archived before it is replaced: it {}",
+                    err.problem
+                ),
+            ));
+        }
+    };
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    let (usable, what) = match held {
+        Held::Chain => (
+            inventory::holds_only_certificates(&bytes),
+            "certificate chain",
+        ),
+        Held::Key => (
+            inventory::public_key_of_pem(&bytes).is_some(),
+            "private key",
+        ),
+    };
+    if usable {
+        return Ok(Some(bytes));
+    }
+    if held == Held::Chain && inventory::holds_private_key(&bytes) {
+        return Err(refused(
             name,
-            "read (to archive it before replacing it)",
             path,
-            &err,
-        )),
+            "holds a private key; cert_path must hold only certificates (evercert would \
+             otherwise copy the key into its archive, readable by all): move the key to key_path \
+             or fix the paths in the configuration"
+                .to_owned(),
+        ));
+    }
+    if foreign_symlink {
+        let points_to = fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
+        return Err(refused(
+            name,
+            path,
+            format!(
+                "is a symlink to {}, which is not a {what}; evercert archives only the pair it \
+                 replaces: point the symlink at the {what}, or remove it",
+                points_to.display()
+            ),
+        ));
+    }
+    Ok(None)
+}
+
+fn refused(name: &str, path: &Path, reason: String) -> StoreError {
+    StoreError::Refused {
+        name: name.to_owned(),
+        path: path.to_owned(),
+        reason,
     }
 }
 
@@ -1038,8 +1302,10 @@ fn resolve_id(
     if let Ok(id) = who.parse::<u32>() {
         return Ok(id);
     }
-    let text =
-        fs::read_to_string(file).map_err(|err| io_error(name, "read", Path::new(file), &err))?;
+    let text = fsread::read_to_string(Path::new(file), fsread::CONFIG_FILE_MAX).map_err(|err| {
+        let err = io::Error::new(err.kind(), err.problem.to_string());
+        io_error(name, "read", Path::new(file), &err)
+    })?;
     lookup_id(&text, who).ok_or_else(|| StoreError::UnknownOwner {
         name: name.to_owned(),
         kind,
@@ -1258,8 +1524,9 @@ mod tests {
         let fx = Fixture::new();
         let certbot = fx.root.join("letsencrypt/archive/shop");
         fs::create_dir_all(&certbot).unwrap();
-        fs::write(certbot.join("fullchain1.pem"), "CERTBOT CHAIN").unwrap();
-        fs::write(certbot.join("privkey1.pem"), "CERTBOT KEY").unwrap();
+        let (chain, key) = self_signed();
+        fs::write(certbot.join("fullchain1.pem"), &chain).unwrap();
+        fs::write(certbot.join("privkey1.pem"), &key).unwrap();
         fs::create_dir_all(fx.cert_path.parent().unwrap()).unwrap();
         std::os::unix::fs::symlink(certbot.join("fullchain1.pem"), &fx.cert_path).unwrap();
         std::os::unix::fs::symlink(certbot.join("privkey1.pem"), &fx.key_path).unwrap();
@@ -1269,12 +1536,205 @@ mod tests {
         let imported = installed.previous.unwrap();
         assert!(imported.0.ends_with("-imported"));
         let dir = fx.store.state_dir().join("archive/shop").join(&imported.0);
-        assert_eq!(fs::read(dir.join(CHAIN_FILE)).unwrap(), b"CERTBOT CHAIN");
-        assert_eq!(fs::read(dir.join(KEY_FILE)).unwrap(), b"CERTBOT KEY");
+        assert_eq!(fs::read(dir.join(CHAIN_FILE)).unwrap(), chain.as_bytes());
+        assert_eq!(fs::read(dir.join(KEY_FILE)).unwrap(), key.as_bytes());
         assert_eq!(
             fs::read(certbot.join("privkey1.pem")).unwrap(),
-            b"CERTBOT KEY"
+            key.as_bytes()
         );
+        // Written like a newly issued pair: the key and the bundle private from the start.
+        assert_eq!(mode(&dir.join(KEY_FILE)), 0o600);
+        assert_eq!(mode(&dir.join(BUNDLE_FILE)), 0o600);
+        assert_eq!(mode(&dir.join(CHAIN_FILE)), 0o644);
+    }
+
+    /// A certificate and its key in PEM.
+    fn self_signed() -> (String, String) {
+        let certified =
+            rcgen::generate_simple_self_signed(vec!["shop.example.com".to_owned()]).unwrap();
+        (certified.cert.pem(), certified.signing_key.serialize_pem())
+    }
+
+    fn archive_is_empty(fx: &Fixture) -> bool {
+        fs::read_dir(fx.store.state_dir().join("archive/shop"))
+            .map(|entries| entries.count() == 0)
+            .unwrap_or(true)
+    }
+
+    #[test]
+    fn a_symlink_to_a_secret_is_refused_before_and_at_install() {
+        let fx = Fixture::new();
+        let (chain, key) = self_signed();
+        let secret = fx.root.join("shadow");
+        fs::write(&secret, "root:$6$secret-hash:19000:0:99999:7:::\n").unwrap();
+        fs::set_permissions(&secret, Permissions::from_mode(0o600)).unwrap();
+        fs::create_dir_all(fx.cert_path.parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink(&secret, &fx.cert_path).unwrap();
+        fs::write(&fx.key_path, &key).unwrap();
+        let target = fx.target();
+        for result in [
+            fx.store.preflight(&target),
+            fx.store
+                .install(&target, &pair(&key, &chain, "01"))
+                .map(|_| ()),
+        ] {
+            let message = result.unwrap_err().to_string();
+            assert!(
+                message.contains(&fx.cert_path.display().to_string()),
+                "{message}"
+            );
+            assert!(
+                message.contains("which is not a certificate chain"),
+                "{message}"
+            );
+        }
+        assert!(archive_is_empty(&fx));
+        assert!(is_symlink(&fx.cert_path));
+
+        // The same through key_path, and a private key at cert_path.
+        fs::remove_file(&fx.cert_path).unwrap();
+        fs::write(&fx.cert_path, &chain).unwrap();
+        fs::remove_file(&fx.key_path).unwrap();
+        std::os::unix::fs::symlink(&secret, &fx.key_path).unwrap();
+        let message = fx.store.preflight(&target).unwrap_err().to_string();
+        assert!(message.contains("which is not a private key"), "{message}");
+        fs::remove_file(&fx.key_path).unwrap();
+        fs::write(&fx.cert_path, format!("{chain}{key}")).unwrap();
+        fs::write(&fx.key_path, &key).unwrap();
+        let message = fx.store.preflight(&target).unwrap_err().to_string();
+        assert!(message.contains("holds a private key"), "{message}");
+        assert!(archive_is_empty(&fx));
+    }
+
+    #[test]
+    fn special_or_huge_files_behind_the_paths_are_refused() {
+        let fx = Fixture::new();
+        let (_, key) = self_signed();
+        fs::create_dir_all(fx.cert_path.parent().unwrap()).unwrap();
+        fs::write(&fx.key_path, &key).unwrap();
+        let big = fx.root.join("big.pem");
+        File::create(&big).unwrap().set_len(2 << 30).unwrap();
+        for (points_to, expected) in [
+            (Path::new("/dev/zero"), "a character device"),
+            (big.as_path(), "2048 MiB"),
+            (fx.root.as_path(), "a directory"),
+        ] {
+            let _ = fs::remove_file(&fx.cert_path);
+            std::os::unix::fs::symlink(points_to, &fx.cert_path).unwrap();
+            let message = fx.store.preflight(&fx.target()).unwrap_err().to_string();
+            assert!(message.contains(expected), "{message}");
+            assert!(
+                message.contains(&fx.cert_path.display().to_string()),
+                "{message}"
+            );
+        }
+        assert!(archive_is_empty(&fx));
+    }
+
+    #[test]
+    fn plain_garbage_is_replaced_without_being_archived() {
+        let fx = Fixture::new();
+        let (_, key) = self_signed();
+        fs::create_dir_all(fx.cert_path.parent().unwrap()).unwrap();
+        fs::write(&fx.cert_path, "garbage, not a certificate").unwrap();
+        fs::write(&fx.key_path, &key).unwrap();
+        let target = fx.target();
+        fx.store.preflight(&target).unwrap();
+        let installed = fx.install(&target, "02");
+        assert_eq!(installed.previous, None);
+        assert_eq!(fx.store.versions("shop").unwrap(), vec![installed.version]);
+    }
+
+    #[test]
+    fn preflight_proves_the_directories_writable_and_leaves_nothing() {
+        let fx = Fixture::new();
+        let target = fx.target();
+        fx.store.preflight(&target).unwrap();
+        let tls = fx.cert_path.parent().unwrap();
+        assert_eq!(fs::read_dir(tls).unwrap().count(), 0);
+        assert!(archive_is_empty(&fx));
+        // A file where the directory should be: named, with what to do.
+        let fx = Fixture::new();
+        fs::write(fx.root.join("tls"), "in the way").unwrap();
+        let message = fx.store.preflight(&fx.target()).unwrap_err().to_string();
+        assert!(
+            message.contains("fix the path in the configuration"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn read_only_and_permission_errors_say_what_they_are() {
+        let dir = Path::new("/etc/evercert-test/tls");
+        let rofs = io::Error::from_raw_os_error(30);
+        let message = io_error("shop", "create a file in", dir, &rofs).to_string();
+        assert!(message.contains("read-only file system"), "{message}");
+        assert!(message.contains("ReadWritePaths="), "{message}");
+        let denied = io::Error::from_raw_os_error(13);
+        let message = io_error("shop", "create a file in", dir, &denied).to_string();
+        assert!(message.contains("permission denied"), "{message}");
+    }
+
+    #[test]
+    fn prune_keeps_the_newest_and_never_the_live_or_previous() {
+        let fx = Fixture::new();
+        let target = fx.target();
+        let mut all = Vec::new();
+        for n in 0..6 {
+            all.push(fx.install(&target, &format!("{n:08x}")));
+        }
+        let last = all.last().unwrap().clone();
+        // Keeping 3: the three newest stay, the others go with their keys.
+        let removed = fx.store.prune("shop", 3, &last).unwrap();
+        let versions: Vec<VersionId> = all.iter().map(|i| i.version.clone()).collect();
+        assert_eq!(removed, versions[..3].to_vec());
+        assert_eq!(fx.store.versions("shop").unwrap(), versions[3..].to_vec());
+        for gone in &removed {
+            assert!(
+                !fx.store
+                    .state_dir()
+                    .join("archive/shop")
+                    .join(&gone.0)
+                    .exists()
+            );
+        }
+        // After a rollback to an old version, that one stays whatever its age.
+        fx.store.rollback(&target, &versions[3]).unwrap();
+        let newer = fx.install(&target, "000000aa");
+        assert_eq!(newer.previous.as_ref(), Some(&versions[3]));
+        let removed = fx.store.prune("shop", 2, &newer).unwrap();
+        assert_eq!(removed, vec![versions[4].clone()]);
+        assert_eq!(
+            fx.store.versions("shop").unwrap(),
+            vec![
+                versions[3].clone(),
+                versions[5].clone(),
+                newer.version.clone()
+            ]
+        );
+        assert_eq!(fx.store.current("shop").unwrap(), Some(newer.version));
+        // Nothing left behind: no staging directory.
+        let names: Vec<String> = fs::read_dir(fx.store.state_dir().join("archive/shop"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(names.iter().all(|n| !n.starts_with('.')), "{names:?}");
+    }
+
+    #[test]
+    fn scratch_dirs_are_fresh_private_and_removed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let first = ScratchDir::create(tmp.path()).unwrap();
+        let second = ScratchDir::create(tmp.path()).unwrap();
+        assert_ne!(first.path(), second.path());
+        assert!(first.path().starts_with(tmp.path()));
+        let meta = fs::symlink_metadata(first.path()).unwrap();
+        assert!(meta.is_dir());
+        assert_eq!(meta.mode() & 0o777, 0o700);
+        let path = first.path().to_owned();
+        fs::write(path.join("privkey.pem"), "x").unwrap();
+        drop(first);
+        assert!(!path.exists());
     }
 
     #[test]
