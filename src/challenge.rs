@@ -9,11 +9,9 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Duration as StdDuration;
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
@@ -24,6 +22,12 @@ use tokio::task::JoinHandle;
 
 use crate::config::ChallengeSettings;
 use crate::hooks;
+use crate::listener;
+
+/// How many clients one responder serves at once. A CA validates from a handful of vantage
+/// points; over this, the oldest connection still waiting for its request (or handshake) is
+/// closed to make room (see [`crate::listener`]).
+pub const MAX_CONNECTIONS: usize = 256;
 
 /// What the CA asks for one identifier, computed by the ACME module.
 #[derive(Debug, Clone)]
@@ -286,7 +290,7 @@ pub struct HttpResponder {
 
 impl HttpResponder {
     async fn bind(addr: SocketAddr) -> Result<Self, ChallengeError> {
-        let listener = TcpListener::bind(addr)
+        let socket = TcpListener::bind(addr)
             .await
             .map_err(|err| ChallengeError::Bind {
                 addr,
@@ -295,15 +299,16 @@ impl HttpResponder {
             })?;
         let tokens: Arc<Mutex<HashMap<String, String>>> = Arc::default();
         let served = tokens.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
+        let task = tokio::spawn(listener::serve(
+            socket,
+            "http-01 responder",
+            MAX_CONNECTIONS,
+            move |stream, slot| {
                 let _ = stream.set_nodelay(true);
                 let served = served.clone();
-                tokio::spawn(async move {
+                async move {
                     let service = service_fn(move |request: Request<hyper::body::Incoming>| {
+                        slot.busy();
                         let answer = request
                             .uri()
                             .path()
@@ -322,14 +327,12 @@ impl HttpResponder {
                             })
                         }
                     });
-                    let connection = http1::Builder::new()
-                        .timer(hyper_util::rt::TokioTimer::new())
-                        .header_read_timeout(StdDuration::from_secs(10))
-                        .serve_connection(TokioIo::new(stream), service);
-                    let _ = tokio::time::timeout(StdDuration::from_secs(30), connection).await;
-                });
-            }
-        });
+                    let _ = listener::http1_builder()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                }
+            },
+        ));
         Ok(Self { tokens, task })
     }
 
@@ -368,7 +371,7 @@ impl ResolvesServerCert for AlpnCerts {
 
 impl AlpnResponder {
     async fn bind(addr: SocketAddr) -> Result<Self, ChallengeError> {
-        let listener = TcpListener::bind(addr)
+        let socket = TcpListener::bind(addr)
             .await
             .map_err(|err| ChallengeError::Bind {
                 addr,
@@ -388,20 +391,24 @@ impl AlpnResponder {
             .with_cert_resolver(certs.clone());
         config.alpn_protocols = vec![b"acme-tls/1".to_vec()];
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
+        let task = tokio::spawn(listener::serve(
+            socket,
+            "tls-alpn-01 responder",
+            MAX_CONNECTIONS,
+            move |stream, slot| {
                 let acceptor = acceptor.clone();
-                tokio::spawn(async move {
+                async move {
                     // The validation is the handshake itself; the connection is then closed.
-                    let _ =
-                        tokio::time::timeout(StdDuration::from_secs(10), acceptor.accept(stream))
-                            .await;
-                });
-            }
-        });
+                    // A client that stalls mid-handshake stays evictable until it completes.
+                    if let Ok(Ok(_)) =
+                        tokio::time::timeout(listener::HEADER_TIMEOUT, acceptor.accept(stream))
+                            .await
+                    {
+                        slot.busy();
+                    }
+                }
+            },
+        ));
         Ok(Self { certs, task })
     }
 

@@ -207,6 +207,13 @@ pub fn main() -> ExitCode {
         }
     };
     init_logging();
+    // No core file, no ptrace by other users: the process holds private keys and the
+    // account key in memory. Failing to set it only loses that protection, not the run.
+    if let Err(err) =
+        rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)
+    {
+        tracing::debug!("cannot mark the process non-dumpable: {err}");
+    }
     ExitCode::from(run(cli))
 }
 

@@ -16,6 +16,7 @@ pub mod generate;
 pub mod hooks;
 pub mod import;
 pub mod inventory;
+pub mod listener;
 pub mod lock;
 pub mod metrics;
 pub mod policy;

@@ -18,6 +18,7 @@ use time::OffsetDateTime;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
+use crate::listener;
 use crate::policy::CertState;
 use crate::report::{Entry, Kind};
 
@@ -268,17 +269,23 @@ fn escape(value: &str) -> String {
         .replace('\n', "\\n")
 }
 
-/// Binds `listen` and serves `/metrics` and `/healthz` until the handle is aborted.
+/// How many scrapers may be connected at once; a Prometheus pair needs two. Over this, the
+/// oldest connection still waiting for its request is closed (see [`crate::listener`]).
+pub const MAX_CONNECTIONS: usize = 64;
+
+/// Binds `listen` and serves `/metrics` and `/healthz` until the handle is aborted (which
+/// also closes every open connection).
 pub async fn serve(listen: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<JoinHandle<()>> {
-    let listener = TcpListener::bind(listen).await?;
-    Ok(tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
+    let socket = TcpListener::bind(listen).await?;
+    Ok(tokio::spawn(listener::serve(
+        socket,
+        "metrics",
+        MAX_CONNECTIONS,
+        move |stream, slot| {
             let metrics = metrics.clone();
-            tokio::spawn(async move {
+            async move {
                 let service = service_fn(move |request: Request<hyper::body::Incoming>| {
+                    slot.busy();
                     let (status, content_type, body) = match request.uri().path() {
                         "/metrics" => (
                             StatusCode::OK,
@@ -303,12 +310,12 @@ pub async fn serve(listen: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result
                         Ok::<_, std::convert::Infallible>(response)
                     }
                 });
-                let _ = hyper::server::conn::http1::Builder::new()
+                let _ = listener::http1_builder()
                     .serve_connection(TokioIo::new(stream), service)
                     .await;
-            });
-        }
-    }))
+            }
+        },
+    )))
 }
 
 #[cfg(test)]

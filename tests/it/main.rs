@@ -8,6 +8,7 @@ mod concurrency;
 mod crash;
 mod docs;
 mod fuzz;
+mod hostile_clients;
 mod import_certbot;
 mod pebble_smoke;
 mod renew_faults;

@@ -1,0 +1,320 @@
+//! Slow and many clients against evercert's servers, and hooks that flood their output.
+//!
+//! The clients are the test itself (a slowloris is just sockets that never finish their
+//! request); the servers are the real `evercert run` / `evercert renew` processes, with the
+//! usual soft limit of 1,024 open files put on them with prlimit(2) after they start. CPU
+//! use is read from /proc/PID/stat, descriptors from /proc/PID/fd, memory from
+//! /proc/PID/status; the figures are printed (`--nocapture`) and kept in docs/reliability.md.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rustix::process::{Pid, Resource, Rlimit};
+
+use crate::support::certs::{self, KeyType};
+use crate::support::faultproxy::{Fault, FaultProxy};
+use crate::support::pebble::unused_loopback_port;
+use crate::support::setup::{CertSpec, Setup};
+
+/// How many half-sent requests: more than the 1,024 descriptors the server may open.
+const FLOOD: usize = 1_100;
+/// The file limit put on the server process, the usual default soft limit.
+const SERVER_FILE_LIMIT: u64 = 1_024;
+/// USER_HZ, the unit of utime/stime in /proc/PID/stat (100 on every Linux architecture).
+const CLOCK_TICKS: f64 = 100.0;
+
+/// A running evercert process logging to a file; killed if the test ends early.
+struct Server {
+    child: Child,
+    log_path: PathBuf,
+}
+
+impl Server {
+    fn start(setup: &Setup, args: &[&str]) -> Self {
+        let log_path = setup.path().join(format!("{}.log", args.join("-")));
+        let child = setup
+            .command(args)
+            .env("EVERCERT_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log_path).unwrap())
+            .spawn()
+            .unwrap();
+        // Before it opens anything worth counting: the limit most servers run with.
+        rustix::process::prlimit(
+            Some(pid_of(&child)),
+            Resource::Nofile,
+            Rlimit {
+                current: Some(SERVER_FILE_LIMIT),
+                maximum: Some(SERVER_FILE_LIMIT),
+            },
+        )
+        .expect("prlimit on the evercert child");
+        Self { child, log_path }
+    }
+
+    fn pid(&self) -> Pid {
+        pid_of(&self.child)
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn pid_of(child: &Child) -> Pid {
+    Pid::from_raw(child.id() as i32).unwrap()
+}
+
+/// utime + stime of `pid`, in seconds.
+fn cpu_seconds(pid: Pid) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid.as_raw_nonzero())).unwrap();
+    // Fields after the command name, which is in parentheses and may contain spaces.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after ") ".
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    ticks as f64 / CLOCK_TICKS
+}
+
+fn open_files(pid: Pid) -> usize {
+    std::fs::read_dir(format!("/proc/{}/fd", pid.as_raw_nonzero()))
+        .map(Iterator::count)
+        .unwrap_or(0)
+}
+
+/// Lets this test process open the flood's sockets, whatever its own soft limit.
+fn allow_many_files() {
+    let limit = rustix::process::getrlimit(Resource::Nofile);
+    let wanted = 4 * FLOOD as u64;
+    if limit.current.is_some_and(|current| current < wanted) {
+        rustix::process::setrlimit(
+            Resource::Nofile,
+            Rlimit {
+                current: Some(wanted),
+                maximum: Some(limit.maximum.map_or(wanted, |max| max.max(wanted))),
+            },
+        )
+        .expect("raise the test's own RLIMIT_NOFILE (run as root, or raise it by hand)");
+    }
+}
+
+/// Opens `count` connections to `port`, each sending the start of a request and no more.
+fn half_sent_requests(port: u16, count: usize) -> Vec<TcpStream> {
+    (0..count)
+        .filter_map(|_| {
+            let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+            let _ = stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Wait: ");
+            Some(stream)
+        })
+        .collect()
+}
+
+/// GET with a read deadline; None when nothing (complete) came back in time.
+fn http_get(port: u16, path: &str, deadline: Duration) -> Option<String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(deadline)).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut body = String::new();
+    stream.read_to_string(&mut body).ok()?;
+    Some(body).filter(|body| body.starts_with("HTTP/1."))
+}
+
+fn wait_for(limit: Duration, what: &str, mut condition: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !condition() {
+        assert!(started.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn metrics_answers_1100_half_sent_requests_under_a_1024_file_limit() {
+    allow_many_files();
+    let mut setup = Setup::new();
+    let port = unused_loopback_port();
+    setup.tail = format!("[metrics]\nlisten = \"127.0.0.1:{port}\"\n");
+    setup.write_config(&[CertSpec::new("shop")]);
+    // Far from due: the agent has no network work of its own during the test.
+    let (not_before, not_after) = certs::days_left(80);
+    let leaf = certs::leaf(
+        &["shop.example.test"],
+        not_before,
+        not_after,
+        KeyType::EcdsaP256,
+    );
+    std::fs::create_dir_all(setup.path().join("tls/shop")).unwrap();
+    leaf.write_fullchain(&setup.cert_path("shop"));
+    leaf.write_key(&setup.key_path("shop"));
+    let agent = Server::start(&setup, &["run"]);
+    let pid = agent.pid();
+    wait_for(Duration::from_secs(30), "/metrics to answer", || {
+        http_get(port, "/metrics", Duration::from_secs(5)).is_some_and(|r| r.contains(" 200 "))
+    });
+    let baseline = open_files(pid);
+
+    let flood_started = Instant::now();
+    let idle = half_sent_requests(port, FLOOD);
+    assert_eq!(
+        idle.len(),
+        FLOOD,
+        "the kernel refused some of the test's connections"
+    );
+    let opened_in = flood_started.elapsed();
+
+    // Idle clients must not make the agent spin: measure CPU over a few seconds.
+    let window = Duration::from_secs(4);
+    let cpu_before = cpu_seconds(pid);
+    std::thread::sleep(window);
+    let cpu_share = (cpu_seconds(pid) - cpu_before) / window.as_secs_f64();
+    let files_under_flood = open_files(pid);
+
+    let asked = Instant::now();
+    let answer = http_get(port, "/metrics", Duration::from_secs(20));
+    let answered_in = asked.elapsed();
+    eprintln!(
+        "figures: {FLOOD} half-sent requests opened in {opened_in:?}; agent CPU {:.1}% of a core \
+         over {window:?}; {files_under_flood} open files (baseline {baseline}); /metrics \
+         answered in {answered_in:?}",
+        cpu_share * 100.0
+    );
+    let answer = answer.unwrap_or_else(|| {
+        panic!(
+            "/metrics did not answer while {FLOOD} clients sat idle; agent log:\n{}",
+            agent.log()
+        )
+    });
+    assert!(answer.contains(" 200 "), "{answer}");
+    assert!(
+        answer.contains("evercert_certificate_state{name=\"shop\""),
+        "{answer}"
+    );
+    // A spinning accept loop takes a whole core; idle clients cost next to nothing. Generous,
+    // for a loaded 2-core machine: the measured figure is in docs/reliability.md.
+    assert!(
+        cpu_share < 0.5,
+        "the agent used {:.0}% of a core with idle clients; log:\n{}",
+        cpu_share * 100.0,
+        agent.log()
+    );
+    assert!(
+        files_under_flood < SERVER_FILE_LIMIT as usize - 100,
+        "{files_under_flood} files open under the flood: the connection cap does not hold"
+    );
+
+    // The header timeout (10 s) cuts whoever is still idle: descriptors come back.
+    wait_for(
+        Duration::from_secs(40),
+        "the idle clients' descriptors to be released",
+        || open_files(pid) <= baseline + 4,
+    );
+    // And the clients see their connections closed.
+    let mut closed = 0;
+    for mut stream in idle {
+        stream
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let mut buf = [0u8; 256];
+        if matches!(stream.read(&mut buf), Ok(0) | Err(_)) {
+            closed += 1;
+        }
+    }
+    assert_eq!(closed, FLOOD, "some idle clients are still connected");
+
+    // A reload in the middle of a new flood works: it needs descriptors (the configuration,
+    // the certificates, the metrics socket again).
+    let idle = half_sent_requests(port, FLOOD);
+    assert_eq!(idle.len(), FLOOD);
+    rustix::process::kill_process(pid, rustix::process::Signal::HUP).unwrap();
+    wait_for(Duration::from_secs(30), "the reload to finish", || {
+        agent.log().contains("configuration reloaded")
+            || agent.log().contains("new configuration is invalid")
+    });
+    wait_for(Duration::from_secs(30), "/metrics after the reload", || {
+        http_get(port, "/metrics", Duration::from_secs(5)).is_some_and(|r| r.contains(" 200 "))
+    });
+    assert!(
+        !agent.log().contains("Too many open files"),
+        "{}",
+        agent.log()
+    );
+    assert!(
+        agent.log().contains("configuration reloaded"),
+        "{}",
+        agent.log()
+    );
+}
+
+/// The built-in http-01 responder answers Pebble's validation while the test keeps opening
+/// half-sent requests on its port (up to 1,100), with `renew` under the 1,024-file limit.
+/// The fault proxy (a stand-in: Pebble cannot delay) holds the "challenge ready" request for
+/// a few seconds, so the flood is in place before Pebble validates.
+#[test]
+fn http01_responder_validates_under_a_flood_of_idle_clients() {
+    allow_many_files();
+    let mut setup = Setup::new();
+    let proxy = FaultProxy::start(&setup.pebble);
+    proxy.set_fault_on("/chalZ/", Fault::Delay(Duration::from_secs(4)));
+    setup.directory_override = Some(proxy.directory_url());
+    setup.write_config(&[CertSpec::new("shop")]);
+    let http_port = setup.pebble.http_port();
+    let renew = Server::start(&setup, &["renew"]);
+    let pid = renew.pid();
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flooding = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let mut idle = Vec::new();
+            let mut peak_files = 0;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                if idle.len() < FLOOD {
+                    idle.extend(half_sent_requests(http_port, 50));
+                    peak_files = peak_files.max(open_files(pid));
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            (idle.len(), peak_files)
+        })
+    };
+    let started = Instant::now();
+    let mut renew = renew;
+    let status = loop {
+        if let Some(status) = renew.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "renew did not finish under the flood; log:\n{}",
+            renew.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (opened, peak_files) = flooding.join().unwrap();
+    eprintln!(
+        "figures: renew took {:?} with {opened} idle clients on the http-01 port; peak {peak_files} open files",
+        started.elapsed()
+    );
+    assert_eq!(status.code(), Some(0), "{}", renew.log());
+    assert!(
+        opened >= 500,
+        "the flood reached only {opened} connections: the responder was not flooded; \
+         proxy saw:\n{}",
+        proxy.describe()
+    );
+    assert!(
+        peak_files < SERVER_FILE_LIMIT as usize - 100,
+        "{peak_files} files open under the flood: the connection cap does not hold"
+    );
+    assert!(Path::new(&setup.cert_path("shop")).exists());
+}
