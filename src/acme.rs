@@ -13,11 +13,12 @@ use std::future::Future;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::Request;
+use http_body_util::BodyExt as _;
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -83,11 +84,19 @@ impl AcmeError {
     }
 }
 
-/// Sees every response, to remember the CA's Retry-After, and bounds every request.
+/// The largest body accepted from the CA. The biggest ACME objects are a certificate chain
+/// (a few KiB) and an order with many authorizations (tens of KiB): 4 MiB is ample, and a CA
+/// (or a proxy in front of it) streaming an endless body costs at most this much memory.
+pub const MAX_CA_BODY: usize = 4 * 1024 * 1024;
+
+/// Bounds every request to the CA in time (headers and body) and size, and turns 429, 5xx
+/// and failed GETs/HEADs into errors that carry the Retry-After of that very answer.
+///
+/// instant-acme reads bodies itself, without a limit: the body is read here, whole, under
+/// the same deadline as the headers, and handed over already in memory.
 struct CaHttp {
     timeout: Duration,
     inner: HyperClient<hyper_rustls::HttpsConnector<HttpConnector>, BodyWrapper<Bytes>>,
-    retry_after: Arc<Mutex<Option<SystemTime>>>,
 }
 
 impl HttpClient for CaHttp {
@@ -98,73 +107,104 @@ impl HttpClient for CaHttp {
         let uri = req.uri().to_string();
         let method = req.method().clone();
         let fut = self.inner.request(req);
-        let retry_after = self.retry_after.clone();
         let timeout = self.timeout;
         Box::pin(async move {
-            let response = match tokio::time::timeout(timeout, fut).await {
+            let net = |message: String| instant_acme::Error::Other(Box::new(NetError(message)));
+            let seconds = timeout.as_secs_f64();
+            let deadline = tokio::time::Instant::now() + timeout;
+            let response = match tokio::time::timeout_at(deadline, fut).await {
                 Ok(Ok(response)) => response,
-                Ok(Err(err)) => {
-                    return Err(instant_acme::Error::Other(Box::new(NetError(
-                        describe_net(&err),
-                    ))));
-                }
+                Ok(Err(err)) => return Err(net(describe_net(&err))),
                 Err(_) => {
-                    return Err(instant_acme::Error::Other(Box::new(NetError(format!(
-                        "no answer from {uri} within {} s ([acme] timeout)",
-                        timeout.as_secs_f64()
-                    )))));
+                    return Err(net(format!(
+                        "no answer from {uri} within {seconds} s ([acme] timeout)"
+                    )));
                 }
             };
-            let status = response.status();
-            if status == http::StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
-                let when = response
-                    .headers()
+            let (parts, body) = response.into_parts();
+            let limited = http_body_util::Limited::new(body, MAX_CA_BODY);
+            let body = match tokio::time::timeout_at(deadline, limited.collect()).await {
+                Ok(Ok(body)) => body.to_bytes(),
+                Ok(Err(err)) if err.is::<http_body_util::LengthLimitError>() => {
+                    return Err(net(format!(
+                        "the answer from {uri} is larger than {} MiB, more than any ACME object; is [acme] directory an ACME CA, and is nothing in between rewriting its answers?",
+                        MAX_CA_BODY / (1024 * 1024)
+                    )));
+                }
+                Ok(Err(err)) => {
+                    return Err(net(format!("reading the answer from {uri} failed: {err}")));
+                }
+                Err(_) => {
+                    return Err(net(format!(
+                        "{uri} answered {} but did not send the whole body within {seconds} s ([acme] timeout)",
+                        parts.status
+                    )));
+                }
+            };
+            let status = parts.status;
+            let throttled =
+                status == http::StatusCode::TOO_MANY_REQUESTS || status.is_server_error();
+            // instant-acme parses the directory (GET) without looking at the status, reports a
+            // failed newNonce (HEAD) without it, and drops Retry-After from problems: say what
+            // the CA answered, with the retry time of this answer.
+            let failed_read = !status.is_success()
+                && (method == http::Method::GET || method == http::Method::HEAD);
+            if throttled || failed_read {
+                let retry_after = parts
+                    .headers
                     .get(http::header::RETRY_AFTER)
                     .and_then(|value| value.to_str().ok())
-                    .and_then(parse_retry_after);
-                if let Ok(mut slot) = retry_after.lock() {
-                    *slot = when;
-                }
-            }
-            // instant-acme parses the directory (GET) without looking at the status, and
-            // reports a failed newNonce (HEAD) without it: say what the CA answered.
-            if !status.is_success() && (method == http::Method::GET || method == http::Method::HEAD)
-            {
-                use http_body_util::BodyExt as _;
-                let body = match tokio::time::timeout(timeout, response.into_body().collect()).await
-                {
-                    Ok(Ok(body)) => body.to_bytes(),
-                    _ => Bytes::new(),
-                };
-                let detail = serde_json::from_slice::<serde_json::Value>(&body)
-                    .ok()
-                    .and_then(|problem| problem.get("detail")?.as_str().map(str::to_owned));
+                    .and_then(parse_retry_after)
+                    .filter(|_| throttled);
+                let problem = serde_json::from_slice::<instant_acme::Problem>(&body).ok();
                 return Err(instant_acme::Error::Other(Box::new(CaAnswered {
                     uri,
                     status,
-                    detail,
+                    problem,
+                    retry_after,
                 })));
             }
-            Ok(BytesResponse::from(response))
+            Ok(BytesResponse {
+                parts,
+                body: Box::new(body),
+            })
         })
     }
 }
 
-/// The CA answered a GET or HEAD (directory, newNonce) with an error status.
+/// The CA answered 429, a server error, or a failed GET/HEAD (directory, newNonce, ARI).
 #[derive(Debug)]
 struct CaAnswered {
     uri: String,
     status: http::StatusCode,
-    detail: Option<String>,
+    /// The problem document of the answer, if it had one.
+    problem: Option<instant_acme::Problem>,
+    /// Retry-After of this answer (429 and 5xx only).
+    retry_after: Option<SystemTime>,
+}
+
+impl CaAnswered {
+    /// `: DETAIL (TYPE)` of the problem document, or nothing.
+    fn problem_text(&self) -> String {
+        let Some(problem) = &self.problem else {
+            return String::new();
+        };
+        let kind = problem
+            .r#type
+            .as_deref()
+            .map(|kind| kind.trim_start_matches("urn:ietf:params:acme:error:"));
+        match (problem.detail.as_deref(), kind) {
+            (Some(detail), Some(kind)) => format!(": {detail} ({kind})"),
+            (Some(detail), None) => format!(": {detail}"),
+            (None, Some(kind)) => format!(" ({kind})"),
+            (None, None) => String::new(),
+        }
+    }
 }
 
 impl fmt::Display for CaAnswered {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} answered {}", self.uri, self.status)?;
-        match &self.detail {
-            Some(detail) => write!(f, " ({detail})"),
-            None => Ok(()),
-        }
+        write!(f, "{} answered {}{}", self.uri, self.status, self.problem_text())
     }
 }
 
@@ -255,7 +295,6 @@ pub struct AccountInfo {
 pub struct AcmeClient {
     account: Account,
     directory: String,
-    retry_after: Arc<Mutex<Option<SystemTime>>>,
     pub info: AccountInfo,
 }
 
@@ -272,12 +311,7 @@ impl fmt::Debug for AcmeClient {
 /// place that knows how to write atomically.
 pub type SaveSecret<'a> = &'a (dyn Fn(&Path, &[u8]) -> Result<(), String> + Sync);
 
-type RetryAfterSlot = Arc<Mutex<Option<SystemTime>>>;
-
-fn build_http(
-    settings: &AcmeSettings,
-    directory: &str,
-) -> Result<(CaHttp, RetryAfterSlot), AcmeError> {
+fn build_http(settings: &AcmeSettings, directory: &str) -> Result<CaHttp, AcmeError> {
     let mut extra = Vec::new();
     if let Some(bundle) = &settings.ca_bundle {
         let certs: Result<Vec<CertificateDer<'static>>, _> = CertificateDer::pem_file_iter(bundle)
@@ -320,15 +354,10 @@ fn build_http(
         .enable_http2()
         .wrap_connector(connector);
     let client = HyperClient::builder(TokioExecutor::new()).build(https);
-    let retry_after = Arc::new(Mutex::new(None));
-    Ok((
-        CaHttp {
-            timeout: settings.timeout.unsigned_abs(),
-            inner: client,
-            retry_after: retry_after.clone(),
-        },
-        retry_after,
-    ))
+    Ok(CaHttp {
+        timeout: settings.timeout.unsigned_abs(),
+        inner: client,
+    })
 }
 
 impl AcmeClient {
@@ -355,12 +384,12 @@ impl AcmeClient {
         state_dir: &Path,
         save: SaveSecret<'_>,
     ) -> Result<Self, AcmeError> {
-        let (http, retry_after) = build_http(settings, directory)?;
+        let http = build_http(settings, directory)?;
         let dir = account_dir(state_dir, directory);
         let credentials_path = dir.join("credentials.json");
         let info_path = dir.join("account.json");
         let classify = |err: instant_acme::Error| {
-            classify(err, directory, &retry_after, settings.ca_bundle.is_some())
+            classify(err, directory, settings.ca_bundle.is_some())
         };
         match std::fs::read(&credentials_path) {
             Ok(bytes) => {
@@ -387,7 +416,6 @@ impl AcmeClient {
                 Ok(Self {
                     account,
                     directory: directory.to_owned(),
-                    retry_after,
                     info,
                 })
             }
@@ -430,7 +458,6 @@ impl AcmeClient {
                 Ok(Self {
                     account,
                     directory: directory.to_owned(),
-                    retry_after,
                     info,
                 })
             }
@@ -446,7 +473,7 @@ impl AcmeClient {
     }
 
     fn classify(&self, err: instant_acme::Error) -> AcmeError {
-        classify(err, &self.directory, &self.retry_after, false)
+        classify(err, &self.directory, false)
     }
 
     /// Whether the CA offers ACME Renewal Information.
@@ -802,7 +829,7 @@ impl AcmeClient {
             .clone()
             .deactivate()
             .await
-            .map_err(|err| classify(err, &self.directory, &self.retry_after, false))?;
+            .map_err(|err| classify(err, &self.directory, false))?;
         let aside = dir.with_extension(format!("deactivated-{}", now_compact()));
         std::fs::rename(&dir, &aside).map_err(|err| {
             AcmeError::permanent(format!(
@@ -923,125 +950,133 @@ fn generate_key(key_type: KeyType, reuse: Option<&str>) -> Result<rcgen::KeyPair
         .map_err(|err| AcmeError::permanent(format!("cannot generate a {key_type} key: {err}")))
 }
 
-/// Sorts instant-acme's errors into what to do next, with the CA's own detail.
-fn classify(
-    err: instant_acme::Error,
-    directory: &str,
-    retry_after: &Mutex<Option<SystemTime>>,
-    has_ca_bundle: bool,
-) -> AcmeError {
-    let recorded = retry_after.lock().ok().and_then(|mut slot| slot.take());
+/// Sorts instant-acme's errors into what to do next, with the CA's own detail. A retry time
+/// comes only from the answer that failed (carried in [`CaAnswered`]), never from another
+/// request running at the same time.
+fn classify(err: instant_acme::Error, directory: &str, has_ca_bundle: bool) -> AcmeError {
     match err {
-        instant_acme::Error::Api(problem) => {
-            let kind_name = problem
-                .r#type
-                .as_deref()
-                .unwrap_or_default()
-                .trim_start_matches("urn:ietf:params:acme:error:")
-                .to_owned();
-            let detail = problem.detail.clone().unwrap_or_default();
-            let (kind, advice) = match kind_name.as_str() {
-                "rateLimited" => (FailureKind::RateLimited, String::new()),
-                "badNonce" | "serverInternal" => (FailureKind::Transient, String::new()),
-                "externalAccountRequired" => (
-                    FailureKind::Permanent,
-                    "; this CA requires external account binding: set [acme] eab = { kid = \"…\", hmac_key = \"…\" }".to_owned(),
-                ),
-                "rejectedIdentifier" => (
-                    FailureKind::Permanent,
-                    "; the CA will not issue for this name: remove it from `domains`".to_owned(),
-                ),
-                "caa" => (
-                    FailureKind::Permanent,
-                    "; a CAA record forbids this CA: add it to the domain's CAA records".to_owned(),
-                ),
-                "accountDoesNotExist" | "unauthorized" => (
-                    FailureKind::Permanent,
-                    String::new(),
-                ),
-                _ if problem.status.is_some_and(|status| status >= 500) => (FailureKind::Transient, String::new()),
-                _ => (FailureKind::Permanent, String::new()),
-            };
-            let when = match (kind, recorded) {
-                (FailureKind::RateLimited, Some(when)) => {
-                    format!("; the CA asks to retry after {}", rfc3339(when))
-                }
-                _ => String::new(),
-            };
-            AcmeError {
-                kind,
-                message: format!(
-                    "the CA at {directory} refused: {detail} ({}){advice}{when}",
-                    if kind_name.is_empty() {
-                        "no problem type"
-                    } else {
-                        &kind_name
-                    }
-                ),
-                retry_after: if kind == FailureKind::RateLimited {
-                    recorded
-                } else {
-                    None
-                },
-                bad_nonce: kind_name == "badNonce",
-            }
-        }
-        instant_acme::Error::Timeout(_) => AcmeError {
+        instant_acme::Error::Api(problem) => refused(&problem, directory),
+        instant_acme::Error::Timeout(next) => AcmeError {
             kind: FailureKind::Transient,
             message: format!(
                 "the CA at {directory} did not finish the order in time; it will be retried"
             ),
-            retry_after: recorded,
+            retry_after: next.map(|at| {
+                SystemTime::now() + at.saturating_duration_since(std::time::Instant::now())
+            }),
             bad_nonce: false,
         },
-        instant_acme::Error::Other(inner) if inner.downcast_ref::<CaAnswered>().is_some() => {
-            let client_error = inner.downcast_ref::<CaAnswered>().is_some_and(|answer| {
-                answer.status.is_client_error()
-                    && answer.status != http::StatusCode::TOO_MANY_REQUESTS
-            });
-            let (kind, hint) = if client_error {
-                (
-                    FailureKind::Permanent,
-                    "; check [acme] directory: it must be the CA's ACME directory URL",
-                )
-            } else {
-                (
-                    FailureKind::Transient,
-                    "; the CA reports a server error (an outage or maintenance); it will be retried",
-                )
-            };
-            AcmeError {
-                kind,
-                message: format!("the CA at {directory} cannot be used: {inner}{hint}"),
-                retry_after: recorded,
-                bad_nonce: false,
+        instant_acme::Error::Other(inner) => match inner.downcast::<CaAnswered>() {
+            Ok(answer) => answered(&answer, directory),
+            Err(inner) => {
+                let text = inner.to_string();
+                let tls = text.contains("certificate")
+                    || text.contains("UnknownIssuer")
+                    || text.contains("invalid peer");
+                let hint = if tls && !has_ca_bundle {
+                    "; if this CA uses a private or test root, set [acme] ca_bundle = \"/path/to/root.pem\""
+                } else if tls {
+                    "; check that [acme] ca_bundle holds the root that signed the CA's TLS certificate"
+                } else {
+                    "; is the CA reachable from this host (DNS, firewall, proxy)?"
+                };
+                AcmeError {
+                    kind: FailureKind::Transient,
+                    message: format!("cannot reach the CA at {directory}: {text}{hint}"),
+                    retry_after: None,
+                    bad_nonce: false,
+                }
             }
-        }
-        instant_acme::Error::Other(inner) => {
-            let text = inner.to_string();
-            let tls = text.contains("certificate")
-                || text.contains("UnknownIssuer")
-                || text.contains("invalid peer");
-            let hint = if tls && !has_ca_bundle {
-                "; if this CA uses a private or test root, set [acme] ca_bundle = \"/path/to/root.pem\""
-            } else if tls {
-                "; check that [acme] ca_bundle holds the root that signed the CA's TLS certificate"
-            } else {
-                "; is the CA reachable from this host (DNS, firewall, proxy)?"
-            };
-            AcmeError {
-                kind: FailureKind::Transient,
-                message: format!("cannot reach the CA at {directory}: {text}{hint}"),
-                retry_after: recorded,
-                bad_nonce: false,
-            }
-        }
+        },
         other => AcmeError {
             kind: FailureKind::Transient,
             message: format!("ACME request to {directory} failed: {other}"),
-            retry_after: recorded,
+            retry_after: None,
             bad_nonce: false,
         },
+    }
+}
+
+/// A problem document instant-acme returned (a 4xx to a POST, or an order's `error`).
+fn refused(problem: &instant_acme::Problem, directory: &str) -> AcmeError {
+    let kind_name = problem
+        .r#type
+        .as_deref()
+        .unwrap_or_default()
+        .trim_start_matches("urn:ietf:params:acme:error:")
+        .to_owned();
+    let detail = problem.detail.clone().unwrap_or_default();
+    let (kind, advice) = match kind_name.as_str() {
+        "rateLimited" => (FailureKind::RateLimited, ""),
+        "badNonce" | "serverInternal" => (FailureKind::Transient, ""),
+        "externalAccountRequired" => (
+            FailureKind::Permanent,
+            "; this CA requires external account binding: set [acme] eab = { kid = \"…\", hmac_key = \"…\" }",
+        ),
+        "rejectedIdentifier" => (
+            FailureKind::Permanent,
+            "; the CA will not issue for this name: remove it from `domains`",
+        ),
+        "caa" => (
+            FailureKind::Permanent,
+            "; a CAA record forbids this CA: add it to the domain's CAA records",
+        ),
+        "accountDoesNotExist" | "unauthorized" => (FailureKind::Permanent, ""),
+        _ if problem.status.is_some_and(|status| status >= 500) => (FailureKind::Transient, ""),
+        _ => (FailureKind::Permanent, ""),
+    };
+    AcmeError {
+        kind,
+        message: format!(
+            "the CA at {directory} refused: {detail} ({}){advice}",
+            if kind_name.is_empty() {
+                "no problem type"
+            } else {
+                &kind_name
+            }
+        ),
+        retry_after: None,
+        bad_nonce: kind_name == "badNonce",
+    }
+}
+
+/// A 429, a server error, or a failed GET/HEAD, with the Retry-After of that answer.
+fn answered(answer: &CaAnswered, directory: &str) -> AcmeError {
+    let when = answer.retry_after.map_or_else(String::new, |when| {
+        format!("; the CA asks to retry after {}", rfc3339(when))
+    });
+    let (kind, message) = if answer.status == http::StatusCode::TOO_MANY_REQUESTS {
+        (
+            FailureKind::RateLimited,
+            format!(
+                "the CA at {directory} rate limited this client: {answer}{}",
+                if when.is_empty() {
+                    "; it gave no retry time, evercert backs off".to_owned()
+                } else {
+                    when
+                }
+            ),
+        )
+    } else if answer.status.is_server_error() {
+        (
+            FailureKind::Transient,
+            format!(
+                "the CA at {directory} reports a server error (an outage or maintenance): {answer}{when}; it will be retried"
+            ),
+        )
+    } else {
+        (
+            FailureKind::Permanent,
+            format!(
+                "the CA at {directory} cannot be used: {answer}; check [acme] directory: it must be the CA's ACME directory URL"
+            ),
+        )
+    };
+    AcmeError {
+        kind,
+        message,
+        retry_after: answer.retry_after,
+        bad_nonce: false,
     }
 }
 
@@ -1105,7 +1140,6 @@ mod tests {
 
     #[test]
     fn problems_are_classified() {
-        let slot = Mutex::new(None);
         let problem = |kind: &str, status: u16| {
             instant_acme::Error::Api(
                 serde_json::from_value(serde_json::json!({
@@ -1117,25 +1151,81 @@ mod tests {
             )
         };
         assert_eq!(
-            classify(problem("rateLimited", 429), "u", &slot, false).kind,
+            classify(problem("rateLimited", 429), "u", false).kind,
             FailureKind::RateLimited
         );
         assert_eq!(
-            classify(problem("badNonce", 400), "u", &slot, false).kind,
+            classify(problem("badNonce", 400), "u", false).kind,
             FailureKind::Transient
         );
         assert_eq!(
-            classify(problem("serverInternal", 500), "u", &slot, false).kind,
+            classify(problem("serverInternal", 500), "u", false).kind,
             FailureKind::Transient
         );
         let refused = classify(
             problem("rejectedIdentifier", 400),
             "https://ca/dir",
-            &slot,
             false,
         );
         assert_eq!(refused.kind, FailureKind::Permanent);
         assert!(refused.message.contains("https://ca/dir"));
         assert!(refused.message.contains("remove it from `domains`"));
+    }
+
+    fn answer(status: u16, retry_in: Option<u64>, body: serde_json::Value) -> instant_acme::Error {
+        instant_acme::Error::Other(Box::new(CaAnswered {
+            uri: "https://ca/acme/x".to_owned(),
+            status: http::StatusCode::from_u16(status).unwrap(),
+            problem: serde_json::from_value(body).ok(),
+            retry_after: retry_in.map(|secs| SystemTime::now() + Duration::from_secs(secs)),
+        }))
+    }
+
+    #[test]
+    fn a_429_on_the_directory_or_nonce_says_rate_limited_with_its_retry_time() {
+        let limited = classify(
+            answer(429, Some(600), serde_json::json!("not a problem")),
+            "https://ca/dir",
+            false,
+        );
+        assert_eq!(limited.kind, FailureKind::RateLimited);
+        assert!(limited.message.contains("rate limited"), "{}", limited.message);
+        assert!(limited.message.contains("https://ca/acme/x"), "{}", limited.message);
+        assert!(limited.message.contains("retry after"), "{}", limited.message);
+        assert!(!limited.message.contains("server error"), "{}", limited.message);
+        let when = limited.retry_after.unwrap();
+        let wait = when.duration_since(SystemTime::now()).unwrap();
+        assert!(wait > Duration::from_secs(500), "{wait:?}");
+
+        let outage = classify(answer(503, None, serde_json::json!({})), "https://ca/dir", false);
+        assert_eq!(outage.kind, FailureKind::Transient);
+        assert!(outage.message.contains("server error"), "{}", outage.message);
+        let wrong = classify(answer(404, None, serde_json::json!({})), "https://ca/dir", false);
+        assert_eq!(wrong.kind, FailureKind::Permanent);
+    }
+
+    #[test]
+    fn each_error_carries_the_retry_time_of_its_own_answer() {
+        // Two orders limited at once: neither sees the other's Retry-After.
+        let problem = serde_json::json!({
+            "type": "urn:ietf:params:acme:error:rateLimited",
+            "detail": "too many orders",
+            "status": 429,
+        });
+        let short = classify(answer(429, Some(60), problem.clone()), "u", false);
+        let long = classify(answer(429, Some(3600), problem), "u", false);
+        let wait = |err: &AcmeError| {
+            err.retry_after
+                .unwrap()
+                .duration_since(SystemTime::now())
+                .unwrap()
+        };
+        assert!(wait(&short) <= Duration::from_secs(60));
+        assert!(wait(&long) > Duration::from_secs(3000));
+        assert!(short.message.contains("(rateLimited)"), "{}", short.message);
+        // A 429 without a retry time, after one with: none is invented.
+        let bare = classify(answer(429, None, serde_json::json!({})), "u", false);
+        assert_eq!(bare.retry_after, None);
+        assert_eq!(bare.kind, FailureKind::RateLimited);
     }
 }

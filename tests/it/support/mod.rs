@@ -6,6 +6,7 @@
 pub mod ari;
 pub mod certs;
 pub mod faultproxy;
+pub mod hostile;
 pub mod pebble;
 pub mod setup;
 pub mod webroot;
