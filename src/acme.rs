@@ -204,7 +204,13 @@ impl CaAnswered {
 
 impl fmt::Display for CaAnswered {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} answered {}{}", self.uri, self.status, self.problem_text())
+        write!(
+            f,
+            "{} answered {}{}",
+            self.uri,
+            self.status,
+            self.problem_text()
+        )
     }
 }
 
@@ -388,9 +394,8 @@ impl AcmeClient {
         let dir = account_dir(state_dir, directory);
         let credentials_path = dir.join("credentials.json");
         let info_path = dir.join("account.json");
-        let classify = |err: instant_acme::Error| {
-            classify(err, directory, settings.ca_bundle.is_some())
-        };
+        let classify =
+            |err: instant_acme::Error| classify(err, directory, settings.ca_bundle.is_some());
         match std::fs::read(&credentials_path) {
             Ok(bytes) => {
                 let credentials: AccountCredentials = serde_json::from_slice(&bytes).map_err(|err| {
@@ -1162,11 +1167,7 @@ mod tests {
             classify(problem("serverInternal", 500), "u", false).kind,
             FailureKind::Transient
         );
-        let refused = classify(
-            problem("rejectedIdentifier", 400),
-            "https://ca/dir",
-            false,
-        );
+        let refused = classify(problem("rejectedIdentifier", 400), "https://ca/dir", false);
         assert_eq!(refused.kind, FailureKind::Permanent);
         assert!(refused.message.contains("https://ca/dir"));
         assert!(refused.message.contains("remove it from `domains`"));
@@ -1189,18 +1190,46 @@ mod tests {
             false,
         );
         assert_eq!(limited.kind, FailureKind::RateLimited);
-        assert!(limited.message.contains("rate limited"), "{}", limited.message);
-        assert!(limited.message.contains("https://ca/acme/x"), "{}", limited.message);
-        assert!(limited.message.contains("retry after"), "{}", limited.message);
-        assert!(!limited.message.contains("server error"), "{}", limited.message);
+        assert!(
+            limited.message.contains("rate limited"),
+            "{}",
+            limited.message
+        );
+        assert!(
+            limited.message.contains("https://ca/acme/x"),
+            "{}",
+            limited.message
+        );
+        assert!(
+            limited.message.contains("retry after"),
+            "{}",
+            limited.message
+        );
+        assert!(
+            !limited.message.contains("server error"),
+            "{}",
+            limited.message
+        );
         let when = limited.retry_after.unwrap();
         let wait = when.duration_since(SystemTime::now()).unwrap();
         assert!(wait > Duration::from_secs(500), "{wait:?}");
 
-        let outage = classify(answer(503, None, serde_json::json!({})), "https://ca/dir", false);
+        let outage = classify(
+            answer(503, None, serde_json::json!({})),
+            "https://ca/dir",
+            false,
+        );
         assert_eq!(outage.kind, FailureKind::Transient);
-        assert!(outage.message.contains("server error"), "{}", outage.message);
-        let wrong = classify(answer(404, None, serde_json::json!({})), "https://ca/dir", false);
+        assert!(
+            outage.message.contains("server error"),
+            "{}",
+            outage.message
+        );
+        let wrong = classify(
+            answer(404, None, serde_json::json!({})),
+            "https://ca/dir",
+            false,
+        );
         assert_eq!(wrong.kind, FailureKind::Permanent);
     }
 

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -150,7 +150,9 @@ pub struct Alerter {
 impl std::fmt::Debug for Alerter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Alerter")
-            .field("settings", &self.settings)
+            .field("command", &self.settings.command)
+            .field("webhook", &self.settings.webhook.as_deref().map(redact_url))
+            .field("timeout", &self.settings.timeout)
             .finish()
     }
 }
@@ -223,27 +225,36 @@ impl Alerter {
     }
 
     async fn post(&self, url: &str, json: &[u8], timeout: Duration, name: &str) {
+        let shown = redact_url(url);
+        let (target, authorization) = match split_credentials(url) {
+            Ok(split) => split,
+            Err(err) => {
+                tracing::error!("[alerts] webhook {shown} is not a valid URL: {err}");
+                return;
+            }
+        };
         let mut last = String::new();
         for attempt in 1..=WEBHOOK_ATTEMPTS {
-            let request = http::Request::post(url)
+            let mut request = http::Request::post(target.clone())
                 .header(http::header::CONTENT_TYPE, "application/json")
                 .header(
                     http::header::USER_AGENT,
                     concat!("evercert/", env!("CARGO_PKG_VERSION")),
-                )
-                .body(Full::new(Bytes::copy_from_slice(json)));
-            let request = match request {
+                );
+            if let Some(authorization) = &authorization {
+                request = request.header(http::header::AUTHORIZATION, authorization.as_str());
+            }
+            let request = match request.body(Full::new(Bytes::copy_from_slice(json))) {
                 Ok(request) => request,
                 Err(err) => {
-                    tracing::error!("[alerts] webhook is not a valid URL: {err}");
+                    tracing::error!("[alerts] webhook {shown} is not a valid URL: {err}");
                     return;
                 }
             };
+            // The status is the answer: the body is dropped unread, so a receiver that
+            // stalls or floods it cannot hold the delivery past its timeout.
             match tokio::time::timeout(timeout, self.http.request(request)).await {
-                Ok(Ok(response)) if response.status().is_success() => {
-                    let _ = response.into_body().collect().await;
-                    return;
-                }
+                Ok(Ok(response)) if response.status().is_success() => return,
                 Ok(Ok(response)) => last = format!("answered {}", response.status()),
                 Ok(Err(err)) => last = err.to_string(),
                 Err(_) => last = format!("no answer within {} s", timeout.as_secs()),
@@ -252,10 +263,74 @@ impl Alerter {
                 tokio::time::sleep(Duration::from_secs(u64::from(attempt))).await;
             }
         }
-        // Webhook URLs often carry a token in their path: log the host only.
-        let host = url.split('/').nth(2).unwrap_or("?");
         tracing::error!(
-            "alert webhook at {host} failed for {name} after {WEBHOOK_ATTEMPTS} attempts: {last}"
+            "alert webhook at {shown} failed for {name} after {WEBHOOK_ATTEMPTS} attempts: {last}"
         );
+    }
+}
+
+/// A webhook URL as it may appear in a log: scheme, host and port only. Credentials
+/// (`user:password@`), a token in the path (Slack-style) or in the query never show.
+pub fn redact_url(url: &str) -> String {
+    match url.parse::<http::Uri>() {
+        Ok(uri) => match (uri.scheme_str(), uri.host()) {
+            (Some(scheme), Some(host)) => match uri.port_u16() {
+                Some(port) => format!("{scheme}://{host}:{port}/…"),
+                None => format!("{scheme}://{host}/…"),
+            },
+            _ => "(a URL without scheme or host)".to_owned(),
+        },
+        Err(_) => "(an unparsable URL)".to_owned(),
+    }
+}
+
+/// The URL without `user:password@`, and those credentials as an `Authorization: Basic`
+/// value (what a browser or curl sends for them).
+fn split_credentials(url: &str) -> Result<(http::Uri, Option<String>), String> {
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|err: http::uri::InvalidUri| err.to_string())?;
+    let Some((userinfo, host)) = uri
+        .authority()
+        .and_then(|authority| authority.as_str().rsplit_once('@'))
+    else {
+        return Ok((uri, None));
+    };
+    use base64::Engine as _;
+    let basic = base64::engine::general_purpose::STANDARD.encode(userinfo);
+    let mut parts = uri.clone().into_parts();
+    parts.authority = Some(
+        host.parse()
+            .map_err(|err: http::uri::InvalidUri| err.to_string())?,
+    );
+    let uri = http::Uri::from_parts(parts).map_err(|err| err.to_string())?;
+    Ok((uri, Some(format!("Basic {basic}"))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn webhook_urls_are_redacted_to_scheme_host_and_port() {
+        let url = "https://alice:hunter2@hooks.example.com:8443/services/T0/B0/SECRET?token=abc";
+        let shown = redact_url(url);
+        assert_eq!(shown, "https://hooks.example.com:8443/…");
+        for secret in ["alice", "hunter2", "SECRET", "abc"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+        assert_eq!(redact_url("http://h/x"), "http://h/…");
+        assert!(!redact_url("not a url with a token").contains("token"));
+    }
+
+    #[test]
+    fn credentials_in_a_webhook_url_become_basic_auth() {
+        let (uri, authorization) =
+            split_credentials("https://alice:hunter2@hooks.example.com/x?y=1").unwrap();
+        assert_eq!(uri.to_string(), "https://hooks.example.com/x?y=1");
+        assert_eq!(authorization.as_deref(), Some("Basic YWxpY2U6aHVudGVyMg=="));
+        let (uri, authorization) = split_credentials("http://127.0.0.1:9/hook").unwrap();
+        assert_eq!(uri.to_string(), "http://127.0.0.1:9/hook");
+        assert_eq!(authorization, None);
     }
 }

@@ -276,8 +276,7 @@ fn wait_for(limit: Duration, what: &str, mut condition: impl FnMut() -> bool) {
 }
 
 #[test]
-fn a_webhook_stalling_its_body_does_not_stop_alert_delivery_and_its_secrets_stay_out_of_the_log()
-{
+fn a_webhook_stalling_its_body_does_not_stop_alert_delivery_and_its_secrets_stay_out_of_the_log() {
     let mut setup = Setup::new();
     let hook = HostileServer::http();
     // The first POST is answered 200 and its body never finishes; later ones fail with 503,
@@ -322,10 +321,16 @@ fn a_webhook_stalling_its_body_does_not_stop_alert_delivery_and_its_secrets_stay
         delivered("first") && delivered("second")
     });
     // The second alert reached the webhook too, after the first one's body stalled.
-    wait_for(Duration::from_secs(30), "the failed webhook delivery", || {
-        agent.log().contains("alert webhook")
-    });
-    let posts = hook.seen().iter().filter(|seen| *seen == "POST /hooks").count();
+    wait_for(
+        Duration::from_secs(30),
+        "the failed webhook delivery",
+        || agent.log().contains("alert webhook"),
+    );
+    let posts = hook
+        .seen()
+        .iter()
+        .filter(|seen| *seen == "POST /hooks")
+        .count();
     assert!(posts >= 2, "{:?}\n{}", hook.seen(), agent.log());
     let log = agent.log();
     for secret in ["hunter2", "SECRET-TOKEN", "alice"] {
@@ -365,7 +370,12 @@ fn check_of_1200_endpoints_under_1024_open_files_has_no_false_critical() {
         .filter(|line| !line.starts_with("OK "))
         .take(5)
         .collect();
-    assert_eq!(ok, ENDPOINTS, "not OK: {failed:#?}\n(of {} lines)", text.lines().count());
+    assert_eq!(
+        ok,
+        ENDPOINTS,
+        "not OK: {failed:#?}\n(of {} lines)",
+        text.lines().count()
+    );
     assert_eq!(run.code, Some(0), "{failed:#?}");
     eprintln!(
         "FIGURE check of {ENDPOINTS} endpoints under 1024 open files: {:.1} s",

@@ -130,7 +130,10 @@ impl HostileServer {
             .with_single_cert(chain, key)
             .expect("server certificate");
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        Self::start("https", Some(tokio_rustls::TlsAcceptor::from(Arc::new(config))))
+        Self::start(
+            "https",
+            Some(tokio_rustls::TlsAcceptor::from(Arc::new(config))),
+        )
     }
 
     /// Plain HTTP.
@@ -326,9 +329,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, shared: &Shared
                 chunk.resize(chunk.len() + 64 * 1024, b' ');
                 chunk.extend_from_slice(b"\r\n");
                 while stream.write_all(&chunk).await.is_ok() {
-                    shared
-                        .streamed
-                        .fetch_add(64 * 1024, Ordering::Relaxed);
+                    shared.streamed.fetch_add(64 * 1024, Ordering::Relaxed);
                 }
                 return;
             }
