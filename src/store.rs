@@ -83,7 +83,7 @@ impl<'a> Target<'a> {
     }
 }
 
-/// A version directory under `archive/NAME/`; sorts oldest first.
+/// A version directory under `archive/NAME/`; names sort by the second they were made.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct VersionId(pub String);
 
@@ -536,10 +536,13 @@ impl FsStore {
                 }
             }
             Ok(meta) if meta.is_file() => Ok(PathState::Other),
-            Ok(_) => Err(bad_target(
+            Ok(meta) => Err(refused(
                 name,
                 path,
-                "is a directory or a special file, not a certificate or key file; move it away or fix the path",
+                format!(
+                    "is {}, not a certificate or key file; move it away or fix the path",
+                    fsread::describe(meta.file_type())
+                ),
             )),
         }
     }
@@ -677,11 +680,20 @@ impl CertStore for FsStore {
                 && is_dir
                 && !version.starts_with('.')
             {
-                versions.push(VersionId(version));
+                // Names carry the second; within one second (forced renewals) the time
+                // meta.json was written, the version's last file, tells the order.
+                let written = fs::symlink_metadata(dir.join(&version).join(META_FILE))
+                    .and_then(|meta| meta.modified())
+                    .unwrap_or(std::time::SystemTime::UNIX_EPOCH);
+                let second = version.split('-').next().unwrap_or_default().to_owned();
+                versions.push((second, written, VersionId(version)));
             }
         }
         versions.sort();
-        Ok(versions)
+        Ok(versions
+            .into_iter()
+            .map(|(_, _, version)| version)
+            .collect())
     }
 
     fn preflight(&self, target: &Target<'_>) -> Result<(), StoreError> {

@@ -9,6 +9,7 @@ mod crash;
 mod docs;
 mod fuzz;
 mod hostile_clients;
+mod hostile_files;
 mod hostile_net;
 mod import_certbot;
 mod pebble_smoke;
