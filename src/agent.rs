@@ -206,6 +206,9 @@ pub struct Agent {
     /// How many scans were made (for tests).
     pub scans: u64,
     renewal: Option<Renewal>,
+    /// The longest a scan may wait on the network: a fraction of the watchdog's interval,
+    /// so that a CA or an endpoint that stalls never makes systemd kill a healthy agent.
+    scan_budget: Option<StdDuration>,
     /// Test-only: makes every scan hang, as a scan stuck on something would.
     #[cfg(test)]
     hang_scans: Arc<AtomicBool>,
@@ -249,6 +252,7 @@ impl Agent {
             runs: 0,
             scans: 0,
             renewal: None,
+            scan_budget: None,
             #[cfg(test)]
             hang_scans: Arc::default(),
         }
@@ -402,13 +406,14 @@ impl Agent {
             plan.consider(at, "alert threshold".to_owned());
         }
         self.metrics.record_scan(entries, now);
-        match tokio::time::timeout(ARI_DEADLINE, self.poll_ari(&statuses, now)).await {
+        let ari_deadline = self.budgeted(ARI_DEADLINE);
+        match tokio::time::timeout(ari_deadline, self.poll_ari(&statuses, now)).await {
             Ok(Some(at)) => plan.consider(at, "ARI poll".to_owned()),
             Ok(None) => {}
             Err(_) => {
                 tracing::warn!(
-                    "ARI: the CA did not answer the renewal-information polls within {} s; asking again in {}",
-                    ARI_DEADLINE.as_secs(),
+                    "ARI: the CA did not answer the renewal-information polls within {:.1} s; asking again in {}",
+                    ari_deadline.as_secs_f64(),
                     crate::units::format_duration(ARI_RETRY)
                 );
                 plan.consider(now + ARI_RETRY, "ARI poll".to_owned());
@@ -416,6 +421,12 @@ impl Agent {
         }
         plan.consider(now + RESCAN, "rescan".to_owned());
         plan
+    }
+
+    /// `deadline`, shortened to the scan's budget under a watchdog.
+    fn budgeted(&self, deadline: StdDuration) -> StdDuration {
+        self.scan_budget
+            .map_or(deadline, |budget| deadline.min(budget))
     }
 
     /// Starts the renewal run for `names` as a task of its own.
@@ -545,7 +556,8 @@ impl Agent {
             });
         }
         let mut done = Vec::with_capacity(total);
-        let deadline = tokio::time::Instant::now() + PROBES_DEADLINE;
+        let budget = self.budgeted(PROBES_DEADLINE);
+        let deadline = tokio::time::Instant::now() + budget;
         while let Ok(Some(joined)) = tokio::time::timeout_at(deadline, probes.join_next()).await {
             if let Ok(entry) = joined {
                 done.push(entry);
@@ -553,9 +565,9 @@ impl Agent {
         }
         if done.len() < total {
             tracing::warn!(
-                "{} of {total} monitored endpoints were not probed within {} s; they are probed at the next scan",
+                "{} of {total} monitored endpoints were not probed within {:.1} s; they are probed at the next scan",
                 total - done.len(),
-                PROBES_DEADLINE.as_secs()
+                budget.as_secs_f64()
             );
         }
         done.sort_by_key(|(index, _)| *index);
@@ -736,6 +748,9 @@ impl Agent {
         outside: &mut dyn Outside,
         watchdog: Option<StdDuration>,
     ) {
+        // Half the interval at which the watchdog is fed (a quarter of WatchdogSec) for each
+        // part of a scan that waits on the network.
+        self.scan_budget = watchdog.map(|every| every / 2);
         {
             let now = self.clock.now();
             let statuses =

@@ -14,15 +14,19 @@ use crate::support::certs::{self, KeyType};
 use crate::support::setup::{CertSpec, Setup};
 
 /// A running agent, killed if the test ends early.
-struct Running {
-    child: Child,
-    log: Arc<Mutex<String>>,
+pub(crate) struct Running {
+    pub(crate) child: Child,
+    pub(crate) log: Arc<Mutex<String>>,
 }
 
 impl Running {
-    fn start(setup: &Setup) -> Self {
-        let mut child = setup
-            .command(&["run"])
+    pub(crate) fn start(setup: &Setup) -> Self {
+        Self::spawn(setup.command(&["run"]))
+    }
+
+    /// Starts `command` (an `evercert run`), collecting its log.
+    pub(crate) fn spawn(mut command: std::process::Command) -> Self {
+        let mut child = command
             .env(
                 "EVERCERT_LOG",
                 std::env::var("AGENT_TEST_LOG").unwrap_or_else(|_| "info".into()),
@@ -44,17 +48,17 @@ impl Running {
         Self { child, log }
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         self.log.lock().unwrap().clone()
     }
 
-    fn signal(&self, signal: rustix::process::Signal) {
+    pub(crate) fn signal(&self, signal: rustix::process::Signal) {
         let pid = rustix::process::Pid::from_raw(self.child.id() as i32).unwrap();
         rustix::process::kill_process(pid, signal).unwrap();
     }
 
     /// Sends SIGTERM and returns the exit code and how long it took.
-    fn stop(mut self) -> (i32, Duration) {
+    pub(crate) fn stop(mut self) -> (i32, Duration) {
         let started = Instant::now();
         self.signal(rustix::process::Signal::TERM);
         loop {
@@ -78,7 +82,7 @@ impl Drop for Running {
 }
 
 /// Waits up to `limit` for `condition`.
-fn wait_for(limit: Duration, what: &str, mut condition: impl FnMut() -> bool) {
+pub(crate) fn wait_for(limit: Duration, what: &str, mut condition: impl FnMut() -> bool) {
     let started = Instant::now();
     while !condition() {
         assert!(started.elapsed() < limit, "timed out waiting for {what}");
@@ -86,7 +90,7 @@ fn wait_for(limit: Duration, what: &str, mut condition: impl FnMut() -> bool) {
     }
 }
 
-fn serial_of(path: &Path) -> Option<String> {
+pub(crate) fn serial_of(path: &Path) -> Option<String> {
     let pem = std::fs::read(path).ok()?;
     let der = rustls_pki_types::CertificateDer::pem_slice_iter(&pem)
         .next()?
@@ -101,7 +105,7 @@ fn serial_of(path: &Path) -> Option<String> {
 
 use rustls_pki_types::pem::PemObject as _;
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -110,7 +114,7 @@ fn free_port() -> u16 {
 }
 
 /// GET over plain HTTP; empty when nothing listens yet.
-fn http_get(port: u16, path: &str) -> String {
+pub(crate) fn http_get(port: u16, path: &str) -> String {
     let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
         return String::new();
     };
@@ -121,7 +125,7 @@ fn http_get(port: u16, path: &str) -> String {
 }
 
 /// Plants a 90-day certificate with `days` left at the configured paths (plain files).
-fn plant(setup: &Setup, name: &str, days: i64) -> String {
+pub(crate) fn plant(setup: &Setup, name: &str, days: i64) -> String {
     let (not_before, not_after) = certs::validity(TimeDuration::days(90), TimeDuration::days(days));
     let leaf = certs::TestCa::new().leaf(
         &[&format!("{name}.example.test")],

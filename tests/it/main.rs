@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod agent;
+mod agent_hardening;
 mod cli_inventory;
 mod concurrency;
 mod crash;
@@ -17,5 +18,6 @@ mod renew_faults;
 mod renew_paths;
 mod renew_smoke;
 mod secrets;
+mod soak;
 mod support;
 mod systemd_units;

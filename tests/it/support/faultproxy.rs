@@ -58,6 +58,12 @@ pub enum Fault {
     Stall,
     /// The inner fault for the first `n` matching requests, then forward normally.
     FailFirst(u32, Box<Self>),
+    /// One of these per request, at random by weight (`Delay(ZERO)` forwards untouched);
+    /// see `support::chaos`.
+    Mix(Vec<(u32, Self)>),
+    /// Forward, then answer with only the first half of Pebble's body (status and headers
+    /// kept, the length header made to fit): a CA whose answer was cut short.
+    Truncate,
 }
 
 impl Fault {
@@ -124,6 +130,8 @@ impl fmt::Display for Seen {
 struct Shared {
     rules: Mutex<Vec<Rule>>,
     seen: Mutex<Vec<Seen>>,
+    /// The state of the random choices of [`Fault::Mix`].
+    rng: Mutex<u64>,
 }
 
 impl Shared {
@@ -149,6 +157,7 @@ impl Shared {
             }
         }
         drop(rules);
+        let chosen = chosen.map(|fault| self.resolve(fault));
         self.seen
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -158,6 +167,27 @@ impl Shared {
                 fault: chosen.clone(),
             });
         chosen
+    }
+}
+
+impl Shared {
+    /// A [`Fault::Mix`] becomes one of its faults; a forward (`Delay(ZERO)`) is logged as such.
+    fn resolve(&self, fault: Fault) -> Fault {
+        let Fault::Mix(choices) = fault else {
+            return fault;
+        };
+        let total: u64 = choices.iter().map(|(weight, _)| u64::from(*weight)).sum();
+        let mut roll = {
+            let mut state = self.rng.lock().unwrap_or_else(PoisonError::into_inner);
+            super::chaos::next_random(&mut state) % total.max(1)
+        };
+        for (weight, fault) in choices {
+            if roll < u64::from(weight) {
+                return self.resolve(flatten(&fault));
+            }
+            roll -= u64::from(weight);
+        }
+        Fault::Delay(Duration::ZERO)
     }
 }
 
@@ -423,7 +453,19 @@ async fn handle(
             Some(retry_after_secs),
         )),
         Some(Fault::Stall) => std::future::pending().await,
-        Some(Fault::FailFirst(..)) => unreachable!("flattened by Shared::decide"),
+        Some(Fault::Truncate) => {
+            let answer = forward(&context, request).await?;
+            let (mut parts, body) = answer.into_parts();
+            let body = body.collect().await?.to_bytes();
+            parts.headers.remove(header::CONTENT_LENGTH);
+            Ok(Response::from_parts(
+                parts,
+                Full::new(body.slice(..body.len() / 2)),
+            ))
+        }
+        Some(Fault::FailFirst(..) | Fault::Mix(_)) => {
+            unreachable!("flattened and resolved by Shared::decide")
+        }
     }
 }
 

@@ -5,6 +5,7 @@
 
 pub mod ari;
 pub mod certs;
+pub mod chaos;
 pub mod faultproxy;
 pub mod hostile;
 pub mod pebble;

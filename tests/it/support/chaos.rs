@@ -1,0 +1,43 @@
+//! A CA on a bad day, for the soak: the fault proxy ([`super::faultproxy`]) in front of the
+//! real Pebble, with a random fault on a share of the requests.
+//!
+//! Why a stand-in: Pebble answers every request promptly and correctly (apart from its
+//! `badNonce`s, which stay on). Stalls, resets, 5xx, 429 with `Retry-After` and answers cut
+//! short are what a real CA, or a proxy in front of it, does under load; the proxy injects
+//! them per request, everything else reaches Pebble.
+
+use std::time::Duration;
+
+use super::faultproxy::Fault;
+
+/// The fault mix: `percent` of the requests get one of the faults (equally likely), the
+/// others are forwarded untouched.
+pub fn ca_chaos(percent: u32) -> Fault {
+    let percent = percent.min(100);
+    let each = percent * 100 / 6;
+    Fault::Mix(vec![
+        (10_000 - each * 6, Fault::Delay(Duration::ZERO)),
+        // Slow, then answered: within any sane timeout.
+        (each, Fault::Delay(Duration::from_millis(1500))),
+        // Never answered: the client's own timeout must end it.
+        (each, Fault::Stall),
+        (each, Fault::Reset),
+        (each, Fault::Status(500)),
+        (
+            each,
+            Fault::RateLimited {
+                retry_after_secs: 2,
+            },
+        ),
+        (each, Fault::Truncate),
+    ])
+}
+
+/// splitmix64: small, seedable, good enough to pick faults.
+pub fn next_random(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
