@@ -3,6 +3,13 @@
 //! Commands run through `sh -c` in their own process group, so that a timeout kills the whole
 //! tree (a hung `systemctl reload` would otherwise keep a renewal waiting forever). Output is
 //! captured; its tail goes into the error an operator reads.
+//!
+//! A hook cannot flood evercert: only the last [`KEEP_BYTES`] of each stream are kept (the
+//! rest is read and dropped, so the hook never blocks on a full pipe), and reading stops
+//! [`READ_GRACE`] after the hook exits or is killed. A background process the hook leaves
+//! behind with our pipe as its output (`cmd &` without a redirection) therefore neither
+//! keeps a reader alive nor grows memory; once the pipe is closed its writes fail (EPIPE,
+//! SIGPIPE), so a daemon started from a hook must redirect its output.
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -15,6 +22,11 @@ use tokio::process::Command;
 pub const DNS_HOOK_TIMEOUT: Duration = Duration::from_secs(120);
 /// How much of a failed command's output is kept for the message.
 const TAIL_BYTES: usize = 2048;
+/// How much of each stream (stdout, stderr) is kept while reading: the last 32 KiB.
+pub const KEEP_BYTES: usize = 32 * 1024;
+/// How long output is still read after the hook exited (or was killed): enough for what it
+/// wrote just before exiting, short enough that a leftover background writer is cut off.
+pub const READ_GRACE: Duration = Duration::from_millis(500);
 
 #[derive(Debug, thiserror::Error)]
 pub enum HookError {
@@ -85,20 +97,27 @@ pub async fn run_with_input(
         message: err.to_string(),
     })?;
     let group = child.id().and_then(|id| Pid::from_raw(id as i32));
-    if let (Some(input), Some(mut stdin)) = (input, child.stdin.take()) {
-        let input = input.to_vec();
-        // A command that does not read its input must not block us: write in a task.
-        tokio::spawn(async move {
-            use tokio::io::AsyncWriteExt;
-            let _ = stdin.write_all(&input).await;
-        });
-    }
+    let writer = match (input, child.stdin.take()) {
+        (Some(input), Some(mut stdin)) => {
+            let input = input.to_vec();
+            // A command that does not read its input must not block us: write in a task,
+            // ended with the readers.
+            Some(tokio::spawn(async move {
+                use tokio::io::AsyncWriteExt;
+                let _ = stdin.write_all(&input).await;
+            }))
+        }
+        _ => None,
+    };
     // Output is read by tasks of its own: a hook that starts a daemon which keeps the pipe
     // open must not make us wait for that daemon, only for the hook itself.
-    let readers = [
+    let mut readers: Vec<_> = [
         child.stdout.take().map(reader),
         child.stderr.take().map(reader),
-    ];
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
     let status = tokio::time::timeout(timeout, child.wait()).await;
     if status.is_err()
         && let Some(group) = group
@@ -106,11 +125,18 @@ pub async fn run_with_input(
         // Kill the whole group first, so that the pipes close and the output can be read.
         let _ = kill_process_group(group, Signal::KILL);
     }
+    let grace = tokio::time::Instant::now() + READ_GRACE;
     let mut output = Vec::new();
-    for task in readers.into_iter().flatten() {
-        if let Ok(Ok(bytes)) = tokio::time::timeout(Duration::from_millis(500), task).await {
+    for task in &mut readers {
+        if let Ok(Ok(bytes)) = tokio::time::timeout_at(grace, &mut *task).await {
             output.extend_from_slice(&bytes);
         }
+        // A reader still running is held up by a process outside the hook (a background
+        // child, or one that left the group): stop it, closing our end of the pipe.
+        task.abort();
+    }
+    if let Some(writer) = writer {
+        writer.abort();
     }
     let output = tail(&output);
     match status {
@@ -132,14 +158,32 @@ pub async fn run_with_input(
     }
 }
 
+/// Reads `pipe` to its end, keeping only the last [`KEEP_BYTES`].
 fn reader(
     mut pipe: impl tokio::io::AsyncRead + Unpin + Send + 'static,
 ) -> tokio::task::JoinHandle<Vec<u8>> {
     tokio::spawn(async move {
-        let mut bytes = Vec::new();
-        let _ = pipe.read_to_end(&mut bytes).await;
-        bytes
+        let mut kept = Vec::new();
+        let mut chunk = vec![0u8; 64 * 1024];
+        loop {
+            match pipe.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(read) => keep_last(&mut kept, &chunk[..read]),
+            }
+        }
+        kept.drain(..kept.len().saturating_sub(KEEP_BYTES));
+        kept
     })
+}
+
+/// Appends `bytes` to `kept`, then trims it to its last [`KEEP_BYTES`] once it has grown to
+/// twice that (trimming on every read would move the buffer for each chunk).
+fn keep_last(kept: &mut Vec<u8>, bytes: &[u8]) {
+    let bytes = &bytes[bytes.len().saturating_sub(KEEP_BYTES)..];
+    kept.extend_from_slice(bytes);
+    if kept.len() >= 2 * KEEP_BYTES {
+        kept.drain(..kept.len() - KEEP_BYTES);
+    }
 }
 
 fn tail(output: &[u8]) -> String {
@@ -212,6 +256,77 @@ mod tests {
         // The background child was in the same group and died with it.
         tokio::time::sleep(Duration::from_millis(1300)).await;
         assert_eq!(std::fs::read_to_string(marker.path()).unwrap(), "");
+    }
+
+    #[test]
+    fn only_the_last_bytes_are_kept() {
+        let mut kept = Vec::new();
+        for round in 0..1000u32 {
+            keep_last(&mut kept, &round.to_be_bytes().repeat(100));
+            assert!(kept.len() < 2 * KEEP_BYTES);
+        }
+        assert!(kept.ends_with(&999u32.to_be_bytes().repeat(100)));
+        keep_last(&mut kept, &vec![7; 3 * KEEP_BYTES]);
+        assert!(kept.len() < 2 * KEEP_BYTES);
+        assert!(kept.ends_with(&[7; KEEP_BYTES]));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_flood_of_output_keeps_only_its_tail() {
+        // 64 MiB on stdout, then the line an operator needs, on stderr.
+        let err = run(
+            "head -c 67108864 /dev/zero | tr '\\0' x; echo; echo 'the real error' >&2; exit 1",
+            &[],
+            &[],
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap_err();
+        let HookError::Failed { output, .. } = &err else {
+            panic!("{err}");
+        };
+        assert!(output.ends_with("the real error"), "{err}");
+        assert!(output.len() <= TAIL_BYTES, "{} bytes kept", output.len());
+    }
+
+    /// A hook that leaves a background writer on its stdout: the run ends within the grace
+    /// period, and the writer finds the pipe closed (it dies of SIGPIPE) instead of feeding a
+    /// reader forever.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_background_writer_does_not_keep_the_readers() {
+        let dir = tempfile::tempdir().unwrap();
+        let pid_file = dir.path().join("pid");
+        let started = std::time::Instant::now();
+        let out = run(
+            "sh -c 'echo $$ > \"$1.tmp\"; mv \"$1.tmp\" \"$1\"; exec yes' writer \"$1\" &
+             while [ ! -s \"$1\" ]; do sleep 0.01; done",
+            &[&pid_file.display().to_string()],
+            &[],
+            Duration::from_secs(30),
+        )
+        .await;
+        let took = started.elapsed();
+        let pid: i32 = std::fs::read_to_string(&pid_file)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        // Dead (gone, or a zombie waiting for init) once our end of the pipe is closed.
+        let alive = || {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .is_ok_and(|stat| !stat.contains(") Z "))
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while alive() && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let still_alive = alive();
+        if still_alive && let Some(pid) = Pid::from_raw(pid) {
+            let _ = rustix::process::kill_process(pid, Signal::KILL);
+        }
+        out.unwrap();
+        assert!(took < Duration::from_secs(10), "the hook took {took:?}");
+        assert!(!still_alive, "the background writer was still being read");
     }
 
     #[tokio::test]

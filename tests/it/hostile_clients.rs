@@ -9,7 +9,7 @@
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -27,7 +27,7 @@ const SERVER_FILE_LIMIT: u64 = 1_024;
 /// USER_HZ, the unit of utime/stime in /proc/PID/stat (100 on every Linux architecture).
 const CLOCK_TICKS: f64 = 100.0;
 
-/// A running evercert process logging to a file; killed if the test ends early.
+/// A running evercert process printing (stdout and stderr) to a file; killed if the test ends early.
 struct Server {
     child: Child,
     log_path: PathBuf,
@@ -36,11 +36,12 @@ struct Server {
 impl Server {
     fn start(setup: &Setup, args: &[&str]) -> Self {
         let log_path = setup.path().join(format!("{}.log", args.join("-")));
+        let log = std::fs::File::create(&log_path).unwrap();
         let child = setup
             .command(args)
             .env("EVERCERT_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log_path).unwrap())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
             .spawn()
             .unwrap();
         // Before it opens anything worth counting: the limit most servers run with.
@@ -138,6 +139,20 @@ fn wait_for(limit: Duration, what: &str, mut condition: impl FnMut() -> bool) {
     }
 }
 
+/// Writes a 90-day certificate for `shop` with `days` left at its configured paths.
+fn put_shop(setup: &Setup, days: i64) {
+    let (not_before, not_after) = certs::days_left(days);
+    let leaf = certs::leaf(
+        &["shop.example.test"],
+        not_before,
+        not_after,
+        KeyType::EcdsaP256,
+    );
+    std::fs::create_dir_all(setup.cert_path("shop").parent().unwrap()).unwrap();
+    leaf.write_fullchain(&setup.cert_path("shop"));
+    leaf.write_key(&setup.key_path("shop"));
+}
+
 #[test]
 fn metrics_answers_1100_half_sent_requests_under_a_1024_file_limit() {
     allow_many_files();
@@ -146,16 +161,7 @@ fn metrics_answers_1100_half_sent_requests_under_a_1024_file_limit() {
     setup.tail = format!("[metrics]\nlisten = \"127.0.0.1:{port}\"\n");
     setup.write_config(&[CertSpec::new("shop")]);
     // Far from due: the agent has no network work of its own during the test.
-    let (not_before, not_after) = certs::days_left(80);
-    let leaf = certs::leaf(
-        &["shop.example.test"],
-        not_before,
-        not_after,
-        KeyType::EcdsaP256,
-    );
-    std::fs::create_dir_all(setup.path().join("tls/shop")).unwrap();
-    leaf.write_fullchain(&setup.cert_path("shop"));
-    leaf.write_key(&setup.key_path("shop"));
+    put_shop(&setup, 80);
     let agent = Server::start(&setup, &["run"]);
     let pid = agent.pid();
     wait_for(Duration::from_secs(30), "/metrics to answer", || {
@@ -258,13 +264,13 @@ fn metrics_answers_1100_half_sent_requests_under_a_1024_file_limit() {
 /// The built-in http-01 responder answers Pebble's validation while the test keeps opening
 /// half-sent requests on its port (up to 1,100), with `renew` under the 1,024-file limit.
 /// The fault proxy (a stand-in: Pebble cannot delay) holds the "challenge ready" request for
-/// a few seconds, so the flood is in place before Pebble validates.
+/// 6 s, so the flood is in place before Pebble validates.
 #[test]
 fn http01_responder_validates_under_a_flood_of_idle_clients() {
     allow_many_files();
     let mut setup = Setup::new();
     let proxy = FaultProxy::start(&setup.pebble);
-    proxy.set_fault_on("/chalZ/", Fault::Delay(Duration::from_secs(4)));
+    proxy.set_fault_on("/chalZ/", Fault::Delay(Duration::from_secs(6)));
     setup.directory_override = Some(proxy.directory_url());
     setup.write_config(&[CertSpec::new("shop")]);
     let http_port = setup.pebble.http_port();
@@ -306,8 +312,9 @@ fn http01_responder_validates_under_a_flood_of_idle_clients() {
         started.elapsed()
     );
     assert_eq!(status.code(), Some(0), "{}", renew.log());
+    // Beyond the responder's cap of 256: idle clients had to be closed to make room.
     assert!(
-        opened >= 500,
+        opened >= 300,
         "the flood reached only {opened} connections: the responder was not flooded; \
          proxy saw:\n{}",
         proxy.describe()
@@ -317,4 +324,163 @@ fn http01_responder_validates_under_a_flood_of_idle_clients() {
         "{peak_files} files open under the flood: the connection cap does not hold"
     );
     assert!(Path::new(&setup.cert_path("shop")).exists());
+}
+
+/// Peak resident memory of `pid` so far (VmHWM), in bytes; None once it has exited.
+fn peak_rss(pid: Pid) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", pid.as_raw_nonzero())).ok()?;
+    let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// Pipes among `pid`'s open files: what hook readers hold.
+fn open_pipes(pid: Pid) -> usize {
+    std::fs::read_dir(format!("/proc/{}/fd", pid.as_raw_nonzero()))
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .filter_map(|entry| std::fs::read_link(entry.path()).ok())
+                .filter(|target| target.to_string_lossy().starts_with("pipe:"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// A reload hook that prints 1.5 GB and then fails: `renew`'s memory stays bounded and the
+/// message carries the end of the output (the line an operator needs).
+#[test]
+fn a_reload_hook_printing_1_5_gb_keeps_memory_bounded_and_reports_its_tail() {
+    let setup = Setup::new();
+    let marker = setup.path().join("flooded-once");
+    // Only the first reload floods and fails; the one after the rollback succeeds.
+    let hook = format!(
+        "if [ -e {m} ]; then exit 0; fi; touch {m}; yes | head -c 1500000000; \
+         echo 'nginx: [emerg] cannot load certificate (the real error)' >&2; exit 1",
+        m = marker.display()
+    );
+    setup.write_config(&[CertSpec::new("shop")
+        .reload(&hook)
+        .extra("reload_timeout = \"5m\"")]);
+    let renew = Server::start(&setup, &["renew"]);
+    let pid = renew.pid();
+    let started = Instant::now();
+    let mut peak = 0;
+    let mut renew = renew;
+    let status = loop {
+        if let Some(rss) = peak_rss(pid) {
+            peak = peak.max(rss);
+        }
+        if let Some(status) = renew.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "renew did not finish; log:\n{}",
+            renew.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let log = renew.log();
+    eprintln!(
+        "figures: a reload hook printing 1.5 GB: renew took {:?}, peak RSS {:.1} MiB",
+        started.elapsed(),
+        peak as f64 / (1024.0 * 1024.0)
+    );
+    assert!(marker.exists(), "the flooding hook never ran:\n{log}");
+    assert_ne!(status.code(), Some(0), "{log}");
+    assert!(
+        log.contains("cannot load certificate (the real error)"),
+        "the message lacks the end of the hook's output:\n{log}"
+    );
+    // A debug build of evercert needs some tens of MiB; reading the whole output would be
+    // 1.5 GB.
+    assert!(
+        peak < 150 * 1024 * 1024,
+        "renew peaked at {} MiB while the hook printed 1.5 GB",
+        peak / (1024 * 1024)
+    );
+}
+
+/// An agent whose reload hook leaves a background process writing to its stdout: the
+/// renewal finishes, the agent stops reading (its pipes go back to the count before the
+/// renewal, the writer gets SIGPIPE) and its memory does not grow.
+#[test]
+fn a_background_writer_left_by_a_hook_is_cut_off_from_the_agent() {
+    let setup = Setup::new();
+    let writer_pid = setup.path().join("writer.pid");
+    let hook = format!(
+        "sh -c 'echo $$ > \"$1.tmp\"; mv \"$1.tmp\" \"$1\"; exec yes' writer {f} &",
+        f = writer_pid.display()
+    );
+    setup.write_config(&[CertSpec::new("shop").reload(&hook)]);
+    put_shop(&setup, 80);
+    let agent = Server::start(&setup, &["run"]);
+    let pid = agent.pid();
+    wait_for(Duration::from_secs(30), "the agent's first scan", || {
+        agent.log().contains("starting")
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let pipes_before = open_pipes(pid);
+
+    // Now the certificate is due: the agent notices, renews, and runs the hook.
+    put_shop(&setup, 5);
+    let started = Instant::now();
+    wait_for(
+        Duration::from_secs(60),
+        "the hook's background writer",
+        || std::fs::read_to_string(&writer_pid).is_ok_and(|pid| !pid.trim().is_empty()),
+    );
+    let writer: i32 = std::fs::read_to_string(&writer_pid)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let writer_alive = || {
+        std::fs::read_to_string(format!("/proc/{writer}/stat"))
+            .is_ok_and(|stat| !stat.contains(") Z "))
+    };
+    let cut_off = Instant::now();
+    let deadline = cut_off + Duration::from_secs(15);
+    while (writer_alive() || open_pipes(pid) > pipes_before) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let cut_off_in = cut_off.elapsed();
+    let writer_survived = writer_alive();
+    if writer_survived {
+        let _ = rustix::process::kill_process(
+            Pid::from_raw(writer).unwrap(),
+            rustix::process::Signal::KILL,
+        );
+    }
+    let pipes_after = open_pipes(pid);
+    std::thread::sleep(Duration::from_secs(2));
+    let rss = peak_rss(pid).unwrap_or(0);
+    eprintln!(
+        "figures: hook with a background `yes` on its stdout: writer cut off {cut_off_in:?} \
+         after it started ({:?} after the certificate became due); agent peak RSS {:.1} MiB",
+        started.elapsed(),
+        rss as f64 / (1024.0 * 1024.0)
+    );
+    assert!(
+        !writer_survived,
+        "the background writer was still being read 15 s later; log:\n{}",
+        agent.log()
+    );
+    assert_eq!(
+        pipes_after,
+        pipes_before,
+        "pipes still open in the agent; log:\n{}",
+        agent.log()
+    );
+    assert!(
+        rss < 150 * 1024 * 1024,
+        "agent peaked at {} MiB",
+        rss / (1024 * 1024)
+    );
+    wait_for(
+        Duration::from_secs(30),
+        "the renewal to be reported",
+        || agent.log().contains("renewed") || agent.log().contains("reloaded"),
+    );
 }
