@@ -27,10 +27,12 @@ use std::time::Duration as StdDuration;
 use time::{Duration, OffsetDateTime};
 use tokio::sync::mpsc;
 
-use crate::acme::{AcmeClient, RenewalWindow};
+use crate::acme::AcmeClient;
 use crate::alert_queue::{AlertDelivery, AlertQueue};
 use crate::alerts::{self, Alert, Alerter};
+use crate::ari;
 use crate::config::{self, Config, MonitorTarget};
+use crate::decision::{self, Reason};
 use crate::inventory::{self, ManagedStatus};
 use crate::lock::FileLock;
 use crate::metrics::{self, Metrics};
@@ -147,24 +149,18 @@ impl Renewer for PipelineRenewer {
                 state: &state,
                 progress: &progress,
             };
-            // No retries inside a run: the agent's own backoff schedules the next attempt.
+            // No retries inside a run: the agent's own backoff schedules the next attempt. Not
+            // forced: the pipeline takes the same decision (`decision::decide`), and a due
+            // certificate with a version issued but not deployed gets that one deployed.
             let request = RenewRequest {
                 names,
-                force: true,
+                force: false,
                 dry_run: false,
                 retry_transient: false,
             };
             renew::run(config, &request, &deps, now).await
         })
     }
-}
-
-/// What the agent knows of a CA's renewal window for one certificate.
-#[derive(Debug, Clone)]
-struct AriState {
-    serial: String,
-    window: Option<RenewalWindow>,
-    next_poll: OffsetDateTime,
 }
 
 /// A renewal run in flight: a task of its own, so that scans and alerts go on meanwhile.
@@ -198,7 +194,6 @@ pub struct Agent {
     pub metrics: Arc<Metrics>,
     memory: BTreeMap<String, AlertMemory>,
     attempts: HashMap<String, OffsetDateTime>,
-    ari: HashMap<String, AriState>,
     ari_supported: Option<bool>,
     acme: Option<Arc<AcmeClient>>,
     /// How many renewal runs were started (for tests and STATUS).
@@ -246,7 +241,6 @@ impl Agent {
             metrics: Arc::new(Metrics::default()),
             memory,
             attempts: HashMap::new(),
-            ari: HashMap::new(),
             ari_supported: None,
             acme: None,
             runs: 0,
@@ -282,50 +276,24 @@ impl Agent {
         history: &CertHistory,
         now: OffsetDateTime,
     ) -> (OffsetDateTime, &'static str) {
-        let assessment = &status.assessment;
-        if !assessment.due && assessment.renew_at <= now {
+        // The same decision as `renew` and `status` (`decision::decide`); the agent only adds
+        // when to look again at an unreadable file, and the hot-loop guard.
+        let facts = decision::Facts {
+            name: &status.name,
+            assessment: &status.assessment,
+            leaf: status.file.as_ref().map(|file| &file.leaf),
+        };
+        let decided = decision::decide(&facts, history, status.ari_window, now);
+        let (mut at, mut why) = match decided.reason {
             // Unreadable (permission denied): an error to alert on, not a reason to order
             // certificates that could not be written either.
-            return (now + RESCAN, "error");
-        }
-        let mut at = assessment.renew_at;
-        let mut why = "renewal";
-        if let Some(file) = &status.file {
-            if status.problem.is_none() {
-                let lifetime = file.leaf.not_after - file.leaf.not_before;
-                let uniform = schedule::stable_fraction(&[&status.name, &file.leaf.serial]);
-                at = schedule::jittered(at, lifetime, uniform);
+            Reason::Unreadable => return (now + RESCAN, "error"),
+            Reason::AriWindow => (decided.renew_at, "ARI window"),
+            Reason::Retry => (decided.renew_at, "retry"),
+            Reason::Lifetime | Reason::NoCertificate | Reason::Defect => {
+                (decided.renew_at, "renewal")
             }
-            if let Some(ari) = self
-                .ari
-                .get(&status.name)
-                .filter(|ari| ari.serial == file.leaf.serial)
-                && let Some(window) = &ari.window
-            {
-                let uniform = schedule::stable_fraction(&[
-                    &status.name,
-                    &file.leaf.serial,
-                    &window.start.to_string(),
-                ]);
-                let choice = schedule::ari_choice(window.start, window.end, now, uniform);
-                if choice < at {
-                    why = "ARI window";
-                }
-                at = schedule::renewal_time(at, Some(choice));
-            }
-        }
-        // A failure streak since the last success: the retry time, never earlier.
-        if history.failures > 0
-            && let (Some(last), Some(kind)) = (history.last_failure, history.failure_kind)
-        {
-            let uniform = schedule::stable_fraction(&[&status.name, &history.failures.to_string()]);
-            let retry =
-                schedule::retry_at(history.failures, kind, history.retry_after, last, uniform);
-            if retry > at {
-                at = retry;
-                why = "retry";
-            }
-        }
+        };
         // The hot-loop guard applies while a readable certificate is there; a deleted or
         // broken one is replaced at once.
         if status.file.is_some()
@@ -583,77 +551,59 @@ impl Agent {
         if !self.config.renewal.ari || self.ari_supported == Some(false) {
             return None;
         }
+        // The cache in state_dir is shared with the one-shot `renew`: whoever asked last,
+        // the CA is not asked again before its Retry-After.
+        let directory = self.config.acme.directory.clone();
+        let state_dir = self.config.state_dir.clone();
         let mut next: Option<OffsetDateTime> = None;
+        let mut questions = Vec::new();
         for status in statuses {
             let Some(file) = &status.file else { continue };
-            let fresh = self
-                .ari
-                .get(&status.name)
-                .is_some_and(|ari| ari.serial == file.leaf.serial && ari.next_poll > now);
-            if !fresh {
-                let Ok(pem) = crate::fsread::read(&status.cert_path, crate::fsread::SMALL_FILE_MAX)
-                else {
-                    continue;
-                };
-                let client = match self.acme_client().await {
-                    Ok(client) => client,
-                    Err(err) => {
-                        tracing::warn!("ARI: cannot reach the CA: {err}; next try in an hour");
-                        return Some(now + Duration::HOUR);
-                    }
-                };
-                match client.renewal_info(&pem).await {
-                    Ok(None) => {
-                        tracing::info!(
-                            "the CA offers no renewal information (ARI); the lifetime rule decides"
-                        );
+            let cached = ari::load(&state_dir, &status.name);
+            match &cached {
+                Some(cached) if cached.is_fresh(&directory, &file.leaf.serial, now) => {
+                    if !cached.supported {
                         self.ari_supported = Some(false);
-                        return None;
                     }
-                    Ok(Some(window)) => {
-                        self.ari_supported = Some(true);
+                    if let Some(window) = cached.window {
                         self.metrics
                             .record_ari(&status.name, window.start, window.end);
-                        let retry =
-                            Duration::try_from(window.retry_after).unwrap_or(Duration::HOUR);
-                        let next_poll = schedule::next_ari_poll(now, retry);
-                        if window.end <= now {
-                            tracing::warn!(
-                                "{}: the CA's renewal window is in the past (revoked or to be replaced): renewing now",
-                                status.name
-                            );
-                        }
-                        self.ari.insert(
-                            status.name.clone(),
-                            AriState {
-                                serial: file.leaf.serial.clone(),
-                                window: Some(window),
-                                next_poll,
-                            },
-                        );
                     }
-                    Err(err) => {
-                        tracing::warn!("{}: ARI poll failed: {err}", status.name);
-                        self.ari.insert(
-                            status.name.clone(),
-                            AriState {
-                                serial: file.leaf.serial.clone(),
-                                window: None,
-                                next_poll: now + Duration::HOUR,
-                            },
-                        );
-                    }
+                    next = Some(next.map_or(cached.next_poll, |n| n.min(cached.next_poll)));
                 }
+                _ => questions.extend(ari::Question::about(status, cached)),
             }
-            if let Some(ari) = self.ari.get(&status.name) {
-                next = Some(next.map_or(ari.next_poll, |n| n.min(ari.next_poll)));
+        }
+        if self.ari_supported == Some(false) {
+            return None;
+        }
+        if questions.is_empty() {
+            return next;
+        }
+        let client = match self.acme_client().await {
+            Ok(client) => client,
+            Err(err) => {
+                tracing::warn!("ARI: cannot reach the CA: {err}; next try in an hour");
+                return Some(now + Duration::HOUR);
+            }
+        };
+        for (name, cached) in ari::poll_all(&client, &state_dir, questions, now).await {
+            if !cached.supported {
+                tracing::info!(
+                    "the CA offers no renewal information (ARI); the lifetime rule decides"
+                );
+                self.ari_supported = Some(false);
+                return None;
+            }
+            self.ari_supported = Some(true);
+            if let Some(window) = cached.window {
+                self.metrics.record_ari(&name, window.start, window.end);
                 // A window that was just learned may make the certificate due now.
-                if let Some(window) = &ari.window
-                    && window.end <= now
-                {
+                if window.end <= now {
                     next = Some(now);
                 }
             }
+            next = Some(next.map_or(cached.next_poll, |n| n.min(cached.next_poll)));
         }
         next
     }

@@ -18,7 +18,9 @@ use x509_parser::prelude::FromDer;
 use x509_parser::public_key::PublicKey;
 
 use crate::config::{CertificateSettings, Config};
+use crate::decision::{self, Decision, Facts, Window};
 use crate::policy::{self, Assessment, OnDisk, RenewBefore, Thresholds};
+use crate::state::{CertHistory, FileState, Pending, StateStore as _};
 
 /// What evercert knows of one certificate (the leaf of a file or of a served chain).
 #[derive(Debug, Clone, PartialEq)]
@@ -421,6 +423,32 @@ pub struct ManagedStatus {
     /// The defect or error in words, when there is one.
     pub problem: Option<String>,
     pub assessment: Assessment,
+    /// Due or not, when and why, with the history and the CA's window taken into account
+    /// (`inspect_all`); the lifetime rule alone from `inspect_managed`.
+    pub decision: Decision,
+    /// The CA's renewal window for the certificate on disk, when known.
+    pub ari_window: Option<Window>,
+    /// An issued version waiting to be deployed.
+    pub pending: Option<Pending>,
+}
+
+impl ManagedStatus {
+    /// Decides again with what was remembered: the renewal history and the CA's window.
+    pub fn decide(
+        &mut self,
+        history: &CertHistory,
+        ari_window: Option<Window>,
+        now: OffsetDateTime,
+    ) {
+        let facts = Facts {
+            name: &self.name,
+            assessment: &self.assessment,
+            leaf: self.file.as_ref().map(|file| &file.leaf),
+        };
+        self.decision = decision::decide(&facts, history, ari_window, now);
+        self.ari_window = ari_window;
+        self.pending = history.pending.clone();
+    }
 }
 
 /// Inspects one managed certificate: reads its files and applies the renewal policy.
@@ -453,14 +481,34 @@ pub fn inspect_managed(
         },
     };
     let assessment = policy::assess(&on_disk, renew_before, thresholds, now);
-    ManagedStatus {
+    let mut status = ManagedStatus {
         name: cert.name.clone(),
         cert_path: cert.cert_path.clone(),
         domains: cert.domains.clone(),
         file,
         problem: assessment.reason.clone(),
+        decision: Decision {
+            due: assessment.due,
+            renew_at: assessment.renew_at,
+            reason: decision::Reason::Lifetime,
+            ari: decision::AriUse::None,
+        },
         assessment,
+        ari_window: None,
+        pending: None,
+    };
+    status.decide(&CertHistory::default(), None, now);
+    status
+}
+
+/// The CA's window for this certificate from the ARI cache, when ARI is on.
+pub fn cached_ari_window(config: &Config, status: &ManagedStatus) -> Option<Window> {
+    if !config.renewal.ari {
+        return None;
     }
+    let file = status.file.as_ref()?;
+    crate::ari::load(&config.state_dir, &status.name)?
+        .window_for(&config.acme.directory, &file.leaf.serial)
 }
 
 /// What makes a readable certificate due at once: a key that is missing or does not match,
@@ -493,8 +541,12 @@ pub fn inspect_all(
     thresholds: Thresholds,
     now: OffsetDateTime,
 ) -> Vec<ManagedStatus> {
+    let state = FileState::new(&config.state_dir);
     parallel_map(&config.certificates, |cert| {
-        inspect_managed(cert, config.renew_before(cert), thresholds, now)
+        let mut status = inspect_managed(cert, config.renew_before(cert), thresholds, now);
+        let window = cached_ari_window(config, &status);
+        status.decide(&state.load(&cert.name), window, now);
+        status
     })
 }
 

@@ -339,6 +339,14 @@ mod tests {
                 crate::policy::Thresholds::default(),
                 now,
             ),
+            decision: crate::decision::Decision {
+                due: true,
+                renew_at: now,
+                reason: crate::decision::Reason::NoCertificate,
+                ari: crate::decision::AriUse::None,
+            },
+            ari_window: None,
+            pending: None,
         };
         metrics.record_scan(vec![managed_entry(&status, now)], now);
         metrics.record_renewal("shop", false, true, now);

@@ -18,15 +18,17 @@ use futures_util::stream;
 use time::OffsetDateTime;
 
 use crate::acme::{AcmeClient, AcmeError, FailureKind, OrderRequest};
+use crate::ari;
 use crate::challenge::Responders;
 use crate::config::{CertificateSettings, Config, Endpoint};
+use crate::decision::{Reason, Window};
 use crate::hooks;
 use crate::inventory::{self, CertFile};
 use crate::lock::RenewLock;
-use crate::policy::CertState;
 use crate::probe;
-use crate::state::StateStore;
+use crate::state::{CertHistory, Pending, StateStore};
 use crate::store::{CertStore, Installed, NewPair, Target, VersionId};
+use crate::units::rfc3339;
 
 /// How many orders run at once: enough to hide round trips, few enough not to look like a
 /// flood to the CA.
@@ -74,6 +76,9 @@ fn one_shot_wait(failure: &Failure, base: Duration, now: OffsetDateTime) -> Opti
 pub enum Outcome {
     NotDue {
         renew_at: OffsetDateTime,
+        /// Why not before `renew_at`: a certificate waiting to retry after failures (`Retry`)
+        /// makes `renew` exit 1.
+        reason: Reason,
     },
     Renewed {
         serial: String,
@@ -138,11 +143,16 @@ pub struct RunReport {
 impl RunReport {
     /// `renew`'s exit code: 1 when any certificate failed.
     pub fn exit_code(&self) -> u8 {
-        u8::from(
-            self.outcomes
-                .iter()
-                .any(|(_, outcome)| matches!(outcome, Outcome::Failed(_))),
-        )
+        u8::from(self.outcomes.iter().any(|(_, outcome)| {
+            matches!(
+                outcome,
+                Outcome::Failed(_)
+                    | Outcome::NotDue {
+                        reason: Reason::Retry,
+                        ..
+                    }
+            )
+        }))
     }
 }
 
@@ -196,19 +206,36 @@ pub async fn run(
         .filter(|cert| request.names.is_empty() || request.names.contains(&cert.name))
         .collect();
 
-    // Decide first: a run where nothing is due touches no network at all.
+    let directory = if request.dry_run {
+        &config.acme.staging_directory
+    } else {
+        &config.acme.directory
+    };
+    // Decide first: a run where nothing is due, and whose ARI answers are cached, touches no
+    // network at all.
+    let (statuses, mut client) = decide_all(config, &selected, request, deps, directory, now).await;
     let mut due = Vec::new();
+    let mut deploy = Vec::new();
     let mut report = BTreeMap::new();
-    for cert in &selected {
-        let status = inventory::inspect_managed(
-            cert,
-            config.renew_before(cert),
-            config.renewal.thresholds,
-            now,
-        );
-        if status.assessment.due || request.force {
-            due.push((*cert, status.file));
-        } else if status.assessment.state == CertState::Error {
+    for (cert, (status, history)) in selected.iter().zip(statuses) {
+        let decision = status.decision;
+        if decision.due || request.force {
+            if !request.force
+                && !request.dry_run
+                && let Some(live) = usable_pending(config, cert, &history, deps, now)
+            {
+                (deps.progress)(
+                    &cert.name,
+                    &format!(
+                        "deploying version {} (serial {}), issued earlier but never deployed; nothing is ordered",
+                        live.installed.version, live.serial
+                    ),
+                );
+                deploy.push((*cert, live, decision.reason));
+                continue;
+            }
+            due.push((*cert, status.file, decision.reason));
+        } else if decision.reason == Reason::Unreadable {
             // Unreadable files (permissions, a file where a directory should be): renewing
             // cannot fix them, but "not due" and exit 0 would hide them from cron and CI.
             let problem = status
@@ -229,32 +256,68 @@ pub async fn run(
             record_failure(deps, &cert.name, &failure, now, request.dry_run);
             report.insert(cert.name.clone(), Outcome::Failed(failure));
         } else {
+            let why = match decision.reason {
+                Reason::Retry => format!(
+                    "; waiting to retry after {} failure{} (last: {}); `renew --force` tries now",
+                    history.failures,
+                    if history.failures == 1 { "" } else { "s" },
+                    history.last_error.as_deref().unwrap_or("unknown")
+                ),
+                Reason::AriWindow => "; inside the CA's renewal window (ARI)".to_owned(),
+                _ => String::new(),
+            };
             (deps.progress)(
                 &cert.name,
-                &format!(
-                    "not due (renews at {})",
-                    rfc3339(status.assessment.renew_at)
-                ),
+                &format!("not due (renews at {}{why})", rfc3339(decision.renew_at)),
             );
             report.insert(
                 cert.name.clone(),
                 Outcome::NotDue {
-                    renew_at: status.assessment.renew_at,
+                    renew_at: decision.renew_at,
+                    reason: decision.reason,
                 },
             );
         }
     }
-    if due.is_empty() {
+    if due.is_empty() && deploy.is_empty() {
         return ordered(&selected, report);
     }
+    let reasons: BTreeMap<String, Reason> = due
+        .iter()
+        .map(|(cert, _, reason)| (cert.name.clone(), *reason))
+        .chain(
+            deploy
+                .iter()
+                .map(|(cert, _, reason)| (cert.name.clone(), *reason)),
+        )
+        .collect();
+    let due: Vec<(&CertificateSettings, Option<CertFile>)> = due
+        .into_iter()
+        .map(|(cert, file, _)| (cert, file))
+        .collect();
+    let mut stored = Vec::new();
+    for (cert, live, _) in deploy {
+        match make_pending_live(cert, live, deps).await {
+            Ok(live) => stored.push((cert, live)),
+            Err(failure) => {
+                (deps.progress)(
+                    &cert.name,
+                    &format!("failed at {}: {}", failure.step, failure.message),
+                );
+                record_failure(deps, &cert.name, &failure, now, false);
+                report.insert(cert.name.clone(), Outcome::Failed(failure));
+            }
+        }
+    }
+    if due.is_empty() {
+        return finish(&selected, report, stored, &reasons, deps, now).await;
+    }
 
-    let directory = if request.dry_run {
-        &config.acme.staging_directory
-    } else {
-        &config.acme.directory
-    };
     let mut waits = ONE_SHOT_RETRY_WAITS.iter();
     let client = loop {
+        if let Some(client) = client.take() {
+            break client;
+        }
         match AcmeClient::connect(&config.acme, directory, &config.state_dir, &save_secret).await {
             Ok(client) => break Arc::new(client),
             Err(err) => {
@@ -353,7 +416,6 @@ pub async fn run(
         }
     }
 
-    let mut stored = Vec::new();
     for (cert, result) in issued {
         match result {
             Ok(Stored::DryRun { serial, not_after }) => {
@@ -361,7 +423,13 @@ pub async fn run(
             }
             Ok(Stored::Live(live)) => stored.push((cert, live)),
             Ok(Stored::NotDue { renew_at }) => {
-                report.insert(cert.name.clone(), Outcome::NotDue { renew_at });
+                report.insert(
+                    cert.name.clone(),
+                    Outcome::NotDue {
+                        renew_at,
+                        reason: Reason::Lifetime,
+                    },
+                );
             }
             Err(failure) => {
                 (deps.progress)(
@@ -373,12 +441,55 @@ pub async fn run(
             }
         }
     }
+    let fresh: Vec<ari::Question> = if config.renewal.ari && !request.dry_run {
+        stored
+            .iter()
+            .map(|(cert, live)| ari::Question {
+                name: cert.name.clone(),
+                serial: live.serial.clone(),
+                cert_pem: crate::fsread::read(&cert.cert_path, crate::fsread::SMALL_FILE_MAX)
+                    .unwrap_or_default(),
+                previous: None,
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let report = finish(&selected, report, stored, &reasons, deps, now).await;
+    // The new certificates' first ARI answer, so the next timer run has it cached (no network
+    // at all when the CA offers no ARI).
+    if !fresh.is_empty() {
+        ari::poll_all(&client, &config.state_dir, fresh, now).await;
+    }
+    report
+}
 
+/// Deploys what was stored (reload, verify; roll back on failure) and records the outcome.
+async fn finish(
+    selected: &[&CertificateSettings],
+    mut report: BTreeMap<String, Outcome>,
+    stored: Vec<(&CertificateSettings, Live)>,
+    reasons: &BTreeMap<String, Reason>,
+    deps: &Deps<'_>,
+    now: OffsetDateTime,
+) -> RunReport {
+    let versions: BTreeMap<String, Pending> = stored
+        .iter()
+        .map(|(cert, live)| {
+            let pending = Pending {
+                version: live.installed.version.0.clone(),
+                serial: live.serial.clone(),
+                not_after: live.not_after,
+            };
+            (cert.name.clone(), pending)
+        })
+        .collect();
     for (cert, result) in reload_and_verify(stored, deps).await {
         match result {
             Ok(live) => {
                 let mut history = deps.state.load(&cert.name);
                 history.record_success(&live.serial, now);
+                history.renewed_for = reasons.get(&cert.name).copied();
                 if let Err(err) = deps.state.save(&cert.name, &history) {
                     tracing::warn!("{}: {err}", cert.name);
                 }
@@ -404,12 +515,191 @@ pub async fn run(
                     &cert.name,
                     &format!("failed at {}: {}", failure.step, failure.message),
                 );
-                record_failure(deps, &cert.name, &failure, now, false);
+                // Rolled back: the issued version waits in the archive, and the next attempt
+                // deploys it instead of ordering another (`usable_pending`).
+                let pending = versions.get(&cert.name).filter(|pending| {
+                    deps.store.current(&cert.name).ok().flatten().as_ref()
+                        != Some(&VersionId(pending.version.clone()))
+                });
+                if let Some(pending) = pending {
+                    (deps.progress)(
+                        &cert.name,
+                        &format!(
+                            "version {} (serial {}) stays in the archive; the next attempt deploys it without ordering",
+                            pending.version, pending.serial
+                        ),
+                    );
+                }
+                record(deps, &cert.name, &failure, now, pending.cloned());
                 report.insert(cert.name.clone(), Outcome::Failed(failure));
             }
         }
     }
-    ordered(&selected, report)
+    ordered(selected, report)
+}
+
+/// Inspects the selected certificates and decides for each (`decision::decide`), with the
+/// history and the CA's renewal window. Where ARI is on and a cached answer is stale, the
+/// CA is asked first, all at once, and the client is kept for the orders.
+async fn decide_all(
+    config: &Config,
+    selected: &[&CertificateSettings],
+    request: &RenewRequest,
+    deps: &Deps<'_>,
+    directory: &str,
+    now: OffsetDateTime,
+) -> (
+    Vec<(inventory::ManagedStatus, CertHistory)>,
+    Option<Arc<AcmeClient>>,
+) {
+    let mut statuses: Vec<(inventory::ManagedStatus, CertHistory)> = selected
+        .iter()
+        .map(|cert| {
+            let mut status = inventory::inspect_managed(
+                cert,
+                config.renew_before(cert),
+                config.renewal.thresholds,
+                now,
+            );
+            let history = deps.state.load(&cert.name);
+            status.decide(&history, None, now);
+            (status, history)
+        })
+        .collect();
+    let use_ari = config.renewal.ari && !request.dry_run;
+    let mut windows: BTreeMap<String, Window> = BTreeMap::new();
+    let mut questions = Vec::new();
+    for (status, _) in &statuses {
+        let Some(file) = status.file.as_ref().filter(|_| use_ari) else {
+            continue;
+        };
+        let cached = ari::load(&config.state_dir, &status.name);
+        if let Some(window) = cached
+            .as_ref()
+            .and_then(|cached| cached.window_for(directory, &file.leaf.serial))
+        {
+            windows.insert(status.name.clone(), window);
+        }
+        // Asking changes nothing when the certificate is due anyway, waits for a retry, or
+        // when the CA's last answer still holds.
+        let pointless = request.force
+            || status.decision.due
+            || matches!(status.decision.reason, Reason::Retry | Reason::Unreadable)
+            || cached
+                .as_ref()
+                .is_some_and(|cached| cached.is_fresh(directory, &file.leaf.serial, now));
+        if pointless {
+            continue;
+        }
+        questions.extend(ari::Question::about(status, cached));
+    }
+    let mut client = None;
+    if !questions.is_empty() {
+        match AcmeClient::connect(&config.acme, directory, &config.state_dir, &save_secret).await {
+            Ok(connected) => {
+                let connected = Arc::new(connected);
+                for (name, cached) in
+                    ari::poll_all(&connected, &config.state_dir, questions, now).await
+                {
+                    match cached.window_for(directory, &cached.serial) {
+                        Some(window) => windows.insert(name, window),
+                        None => windows.remove(&name),
+                    };
+                }
+                client = Some(connected);
+            }
+            Err(err) => tracing::warn!(
+                "cannot ask the CA at {directory} for renewal information (ARI): {err}; deciding with what is cached"
+            ),
+        }
+    }
+    for (status, history) in &mut statuses {
+        let window = windows.get(&status.name).copied();
+        status.decide(history, window, now);
+    }
+    (statuses, client)
+}
+
+/// The pending version of this certificate (issued, stored, never deployed), when it may be
+/// deployed instead of ordering again: it is newer than the live one, its key matches, it
+/// covers the configured names, and it is not itself due by the lifetime rule.
+fn usable_pending(
+    config: &Config,
+    cert: &CertificateSettings,
+    history: &CertHistory,
+    deps: &Deps<'_>,
+    now: OffsetDateTime,
+) -> Option<Live> {
+    let pending = history.pending.as_ref()?;
+    let version = VersionId(pending.version.clone());
+    let previous = deps.store.current(&cert.name).ok()?;
+    if previous.as_ref().is_some_and(|live| *live >= version) {
+        return None;
+    }
+    let refuse = |why: String| {
+        tracing::warn!(
+            "{}: the pending version {version} is not deployed: {why}; ordering a new certificate",
+            cert.name
+        );
+        None
+    };
+    let (chain, key) = match deps.store.read_version(&cert.name, &version) {
+        Ok(pair) => pair,
+        Err(err) => return refuse(err.to_string()),
+    };
+    let (Ok(chain), Ok(key)) = (String::from_utf8(chain), String::from_utf8(key)) else {
+        return refuse("its files are not PEM text".to_owned());
+    };
+    let file = match check_issued(&chain, &key, &cert.domains, now) {
+        Ok(file) => file,
+        Err(why) => return refuse(why),
+    };
+    let renew_at = crate::policy::renew_at(
+        file.leaf.not_before,
+        file.leaf.not_after,
+        config.renew_before(cert),
+    );
+    if renew_at <= now {
+        return refuse(format!("it is due itself (renew_at {})", rfc3339(renew_at)));
+    }
+    Some(Live {
+        serial: file.leaf.serial,
+        not_after: file.leaf.not_after,
+        installed: Installed { version, previous },
+    })
+}
+
+/// Makes a pending version live, under the renewal lock.
+async fn make_pending_live(
+    cert: &CertificateSettings,
+    live: Live,
+    deps: &Deps<'_>,
+) -> Result<Live, Failure> {
+    let (_guard, _) = acquire_lock(deps, &cert.name).await?;
+    let store_failure = |err: crate::store::StoreError| {
+        Failure::new("store", FailureKind::Permanent, err.to_string())
+    };
+    deps.store.recover(&target(cert)).map_err(store_failure)?;
+    // Another evercert may have deployed something meanwhile.
+    let current = deps.store.current(&cert.name).map_err(store_failure)?;
+    if current != live.installed.previous {
+        return Err(Failure::new(
+            "store",
+            FailureKind::Transient,
+            format!(
+                "another evercert changed the live version of {} meanwhile; the next run decides again",
+                cert.name
+            ),
+        ));
+    }
+    deps.store
+        .rollback(&target(cert), &live.installed.version)
+        .map_err(store_failure)?;
+    (deps.progress)(
+        &cert.name,
+        &format!("version {} is live", live.installed.version),
+    );
+    Ok(live)
 }
 
 /// Orders every due certificate, up to [`CONCURRENT_ORDERS`] at once, sharing one set of
@@ -476,6 +766,17 @@ fn record_failure(
     if dry_run {
         return;
     }
+    record(deps, name, failure, now, None);
+}
+
+/// Records a failure in the history, with the version left pending by a failed deploy.
+fn record(
+    deps: &Deps<'_>,
+    name: &str,
+    failure: &Failure,
+    now: OffsetDateTime,
+    pending: Option<Pending>,
+) {
     let mut history = deps.state.load(name);
     history.record_failure(
         failure.kind,
@@ -484,6 +785,9 @@ fn record_failure(
         failure.retry_after,
         now,
     );
+    if pending.is_some() {
+        history.pending = pending;
+    }
     if let Err(err) = deps.state.save(name, &history) {
         tracing::warn!("{name}: {err}");
     }
@@ -1035,11 +1339,6 @@ async fn verify_one(
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_secs(2));
     }
-}
-
-fn rfc3339(at: OffsetDateTime) -> String {
-    at.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
 }
 
 /// Where a dry run's account lives, for messages.

@@ -9,12 +9,13 @@ use std::time::Duration as StdDuration;
 use rustls::RootCertStore;
 use serde::Serialize;
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
 use crate::config::{Config, Endpoint, MonitorTarget};
+use crate::decision::{Reason, Window};
 use crate::inventory::{self, CertFile, CertFileError, ManagedStatus};
 use crate::policy::{self, CertState, Thresholds};
 use crate::probe::{self, ProbeError, Served};
+use crate::state::Pending;
 
 /// How long `check` and `status` wait for one endpoint's handshake.
 pub const PROBE_TIMEOUT: StdDuration = StdDuration::from_secs(10);
@@ -45,8 +46,14 @@ pub struct Entry {
     #[serde(with = "time::serde::rfc3339::option")]
     pub not_after: Option<OffsetDateTime>,
     pub days_left: Option<f64>,
+    /// For managed certificates: the moment chosen by `decision::decide`, and why.
     #[serde(with = "time::serde::rfc3339::option")]
     pub renew_at: Option<OffsetDateTime>,
+    pub renew_reason: Option<Reason>,
+    /// The CA's renewal window (ARI) for the certificate on disk, when known.
+    pub ari_window: Option<Window>,
+    /// A version issued but not yet deployed (its reload or verification failed).
+    pub pending: Option<Pending>,
     pub state: CertState,
     /// The message when `state` is `error`.
     pub error: Option<String>,
@@ -74,6 +81,9 @@ impl Entry {
             not_after: None,
             days_left: None,
             renew_at: None,
+            renew_reason: None,
+            ari_window: None,
+            pending: None,
             state: CertState::Error,
             error: None,
             reason: None,
@@ -108,7 +118,10 @@ pub fn managed_entry(status: &ManagedStatus, now: OffsetDateTime) -> Entry {
     if let Some(file) = &status.file {
         entry.fill(file, now);
     }
-    entry.renew_at = Some(status.assessment.renew_at);
+    entry.renew_at = Some(status.decision.renew_at);
+    entry.renew_reason = Some(status.decision.reason);
+    entry.ari_window = status.ari_window;
+    entry.pending = status.pending.clone();
     entry.state = status.assessment.state;
     if entry.state == CertState::Error {
         entry.error = status.problem.clone();
@@ -298,6 +311,36 @@ pub fn render_table(entries: &[Entry]) -> String {
         if let Some(trust) = &entry.trust_error {
             let _ = writeln!(out, "  {}: not trusted by this host: {trust}", entry.name);
         }
+        if let (Some(reason), Some(at)) = (entry.renew_reason, entry.renew_at)
+            && !matches!(reason, Reason::Lifetime | Reason::Unreadable)
+        {
+            let _ = writeln!(
+                out,
+                "  {}: renews at {}: {}",
+                entry.name,
+                crate::units::rfc3339(at),
+                reason.describe()
+            );
+        }
+        if let Some(window) = entry.ari_window {
+            let _ = writeln!(
+                out,
+                "  {}: the CA's renewal window (ARI): {} to {}",
+                entry.name,
+                crate::units::rfc3339(window.start),
+                crate::units::rfc3339(window.end)
+            );
+        }
+        if let Some(pending) = &entry.pending {
+            let _ = writeln!(
+                out,
+                "  {}: pending: version {} (serial {}, expires {}) was issued but not deployed; the next renewal deploys it",
+                entry.name,
+                pending.version,
+                pending.serial,
+                crate::units::rfc3339(pending.not_after)
+            );
+        }
     }
     if entries.is_empty() {
         out.push_str("(no certificates configured)\n");
@@ -315,7 +358,7 @@ pub fn render_check_line(entry: &Entry, now: OffsetDateTime) -> String {
     let detail = match (&entry.error, entry.not_after) {
         (Some(error), _) => error.clone(),
         (None, Some(not_after)) => {
-            let stamp = not_after.format(&Rfc3339).unwrap_or_default();
+            let stamp = crate::units::rfc3339(not_after);
             let left = not_after - now;
             if left.is_negative() {
                 format!(

@@ -6,8 +6,6 @@
 //! an RNG: the choice is still spread across a fleet, but the same question asked again on
 //! the next wake-up gets the same answer, so a restart does not re-roll the dice.
 
-use std::hash::{Hash, Hasher};
-
 use serde::{Deserialize, Serialize};
 use time::{Duration, OffsetDateTime};
 
@@ -31,13 +29,19 @@ pub const ARI_POLL_MAX: Duration = Duration::hours(24);
 /// A renewal failure is alerted at the start of a streak, then at most this often.
 pub const FAILURE_ALERT_REPEAT: Duration = Duration::hours(4);
 
-/// A number in [0, 1) from a stable hash of `parts`.
+/// A number in [0, 1) from a stable hash of `parts`: SHA-256 over the length-prefixed parts,
+/// so the answer is fixed by this code — std's `DefaultHasher` may change with a Rust
+/// release, and a new compiler must not move every renewal of a fleet at once.
 pub fn stable_fraction(parts: &[&str]) -> f64 {
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    let mut context = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
     for part in parts {
-        part.hash(&mut hasher);
+        context.update(&(part.len() as u64).to_be_bytes());
+        context.update(part.as_bytes());
     }
-    (hasher.finish() >> 11) as f64 / (1u64 << 53) as f64
+    let digest = context.finish();
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest.as_ref()[..8]);
+    (u64::from_be_bytes(first) >> 11) as f64 / (1u64 << 53) as f64
 }
 
 /// The policy's renewal time moved earlier by a fraction `uniform` of the jitter, which is
@@ -47,22 +51,22 @@ pub fn jittered(renew_at: OffsetDateTime, lifetime: Duration, uniform: f64) -> O
     renew_at - spread * uniform.clamp(0.0, 1.0)
 }
 
-/// A point in the CA's suggested window (RFC 9773 §4.2): uniformly at random inside it, or
-/// `now` when the window has already begun being in the past entirely.
+/// A point in the CA's suggested window as RFC 9773 §4.2 says: uniformly at random in
+/// [start, end], and `now` when that point is already past. (Picking in [max(start, now), end]
+/// instead would make a window that opened a year ago and closes tomorrow wait until
+/// tomorrow.) A window whose end is not after its start counts as its start.
 pub fn ari_choice(
     start: OffsetDateTime,
     end: OffsetDateTime,
     now: OffsetDateTime,
     uniform: f64,
 ) -> OffsetDateTime {
-    if end <= now {
-        return now;
-    }
-    let from = start.max(now);
-    if end <= from {
-        return from;
-    }
-    from + (end - from) * uniform.clamp(0.0, 1.0)
+    let chosen = if end <= start {
+        start
+    } else {
+        start + (end - start) * uniform.clamp(0.0, 1.0)
+    };
+    chosen.max(now)
 }
 
 /// When to renew: the ARI choice when there is one, but never later than the lifetime rule
@@ -304,8 +308,15 @@ mod tests {
             ari_choice(NOW - Duration::days(2), NOW - Duration::days(1), NOW, 0.7),
             NOW
         );
-        // A window that has begun: a point between now and its end.
-        let chosen = ari_choice(NOW - Duration::days(1), NOW + Duration::days(1), NOW, 0.5);
+        // A window that has begun: a point in the whole window, now if that point is past
+        // (RFC 9773 §4.2), not a point between now and the end.
+        let begun = (NOW - Duration::days(365), NOW + Duration::days(1));
+        assert_eq!(ari_choice(begun.0, begun.1, NOW, 0.5), NOW);
+        assert_eq!(
+            ari_choice(begun.0, begun.1, NOW, 0.9999),
+            begun.0 + (begun.1 - begun.0) * 0.9999
+        );
+        let chosen = ari_choice(NOW - Duration::days(1), NOW + Duration::days(1), NOW, 0.75);
         assert_eq!(chosen, NOW + Duration::hours(12));
         // The lifetime rule is a floor.
         let policy = NOW + Duration::days(5);
@@ -340,6 +351,9 @@ mod tests {
             stable_fraction(&["shop", "1"]),
             stable_fraction(&["shop", "1"])
         );
+        // Pinned: the hash is the project's, not the standard library's of the day.
+        assert_eq!(stable_fraction(&[]), 0.8894159948913373);
+        assert!(stable_fraction(&["ab", "c"]) != stable_fraction(&["a", "bc"]));
     }
 
     fn facts(state: CertState, failures: u32) -> AlertFacts {
@@ -429,9 +443,13 @@ mod tests {
             let end = start + Duration::seconds(length);
             let chosen = ari_choice(start, end, NOW, uniform);
             prop_assert!(chosen >= NOW);
-            if end > NOW {
-                prop_assert!(chosen <= end);
-                prop_assert!(chosen >= start.min(end));
+            // Inside the window, or now when the uniform point is already past.
+            let point = start + (end - start) * uniform;
+            if point > NOW {
+                prop_assert_eq!(chosen, point);
+                prop_assert!(chosen >= start && chosen <= end);
+            } else {
+                prop_assert_eq!(chosen, NOW);
             }
         }
     }

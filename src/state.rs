@@ -10,6 +10,7 @@ use time::OffsetDateTime;
 use time::macros::format_description;
 
 use crate::acme::FailureKind;
+use crate::decision::Reason;
 
 /// One certificate's renewal history.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -32,6 +33,23 @@ pub struct CertHistory {
     pub retry_after: Option<OffsetDateTime>,
     #[serde(default)]
     pub renewals: u64,
+    /// Why the live certificate was ordered (ARI distrust needs to know: `decision`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renewed_for: Option<Reason>,
+    /// A version that was issued and stored but never deployed (its reload or verification
+    /// failed and the previous pair was restored): the next attempt deploys it rather than
+    /// ordering again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending: Option<Pending>,
+}
+
+/// An issued version waiting in the archive to be deployed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pending {
+    pub version: String,
+    pub serial: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub not_after: OffsetDateTime,
 }
 
 impl CertHistory {
@@ -44,6 +62,7 @@ impl CertHistory {
         self.last_error = None;
         self.retry_after = None;
         self.renewals += 1;
+        self.pending = None;
     }
 
     pub fn record_failure(

@@ -234,6 +234,12 @@ pub trait CertStore: Send + Sync {
         keep: usize,
         installed: &Installed,
     ) -> Result<Vec<VersionId>, StoreError>;
+    /// The chain and key PEM of a stored version (to deploy a version issued earlier).
+    fn read_version(
+        &self,
+        name: &str,
+        version: &VersionId,
+    ) -> Result<(Vec<u8>, Vec<u8>), StoreError>;
 }
 
 /// The store on the local file system, under `state_dir`.
@@ -756,6 +762,30 @@ impl CertStore for FsStore {
                 .map_err(|err| io_error(name, "fsync directory", &versions_dir, &err))?;
         }
         Ok(removed)
+    }
+
+    fn read_version(
+        &self,
+        name: &str,
+        version: &VersionId,
+    ) -> Result<(Vec<u8>, Vec<u8>), StoreError> {
+        check_name(name)?;
+        if !is_component(&version.0) {
+            return Err(StoreError::UnknownVersion {
+                name: name.to_owned(),
+                version: version.0.clone(),
+                path: self.versions_dir(name),
+            });
+        }
+        let dir = self.versions_dir(name).join(&version.0);
+        let read = |file: &str| -> Result<Vec<u8>, StoreError> {
+            let path = dir.join(file);
+            fsread::read(&path, fsread::SMALL_FILE_MAX).map_err(|err| {
+                let io = io::Error::new(err.kind(), err.problem.to_string());
+                io_error(name, "read", &path, &io)
+            })
+        };
+        Ok((read(CHAIN_FILE)?, read(KEY_FILE)?))
     }
 }
 

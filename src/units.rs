@@ -4,7 +4,15 @@
 
 use std::fmt;
 
-use time::Duration;
+use time::{Duration, OffsetDateTime};
+
+/// The one timestamp format evercert prints and stores: RFC 3339 in UTC, like
+/// `2026-11-22T12:00:00Z` (whole seconds unless the instant has a fraction).
+pub fn rfc3339(at: OffsetDateTime) -> String {
+    at.to_offset(time::UtcOffset::UTC)
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
 
 /// A duration that could not be parsed, with the text that was given.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -484,8 +484,22 @@ fn agent_follows_the_cas_renewal_window() {
     drop(agent);
 
     // The CA moves the window into the past (as after a revocation): renewed at once, though
-    // the lifetime rule says years.
-    ari.set_window(now - TimeDuration::days(2), now - TimeDuration::days(1));
+    // the lifetime rule says years. The cached answer is dropped first, as if the CA's
+    // Retry-After (an hour here) had passed: until then the agent does not ask again.
+    // The window ends after the certificate was issued: a window that ended before would not
+    // be about it, and is distrusted (`decision`).
+    let not_before = evercert::inventory::read_cert_file(&setup.cert_path("shop"))
+        .unwrap()
+        .leaf
+        .not_before;
+    ari.set_window(
+        not_before - TimeDuration::days(2),
+        not_before + TimeDuration::SECOND,
+    );
+    while time::OffsetDateTime::now_utc() < not_before + TimeDuration::seconds(2) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::fs::remove_file(setup.state_dir().join("ari").join("shop.json")).unwrap();
     let agent = Running::start(&setup);
     let started = Instant::now();
     while serial_of(&setup.cert_path("shop")).is_none_or(|serial| serial == issued) {

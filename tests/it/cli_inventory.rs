@@ -157,13 +157,6 @@ fn assert_days_left(value: &Value, expected: f64) {
     );
 }
 
-fn assert_near(actual: OffsetDateTime, expected: OffsetDateTime) {
-    assert!(
-        (actual - expected).abs() <= Duration::seconds(1),
-        "{actual} is not {expected}"
-    );
-}
-
 /// Every field the product brief promises, with its type.
 fn assert_contract(entry: &Value) {
     let object = entry
@@ -561,11 +554,17 @@ fn status_json_reports_every_field() {
     assert_eq!(fresh["domains"], serde_json::json!(["fresh.example.test"]));
     assert_facts(fresh, &fleet.fresh);
     assert_days_left(&fresh["days_left"], 60.0);
-    // One third of a 90-day lifetime before expiry.
-    assert_near(
-        timestamp(&fresh["renew_at"]),
-        fleet.fresh.not_after - Duration::days(30),
+    // One third of a 90-day lifetime before expiry, moved earlier by the stable jitter (at
+    // most an hour): the moment the agent and `renew` will act on.
+    let rule = fleet.fresh.not_after - Duration::days(30);
+    let renew_at = timestamp(&fresh["renew_at"]);
+    assert!(
+        renew_at <= rule + Duration::seconds(1) && renew_at >= rule - Duration::hours(1),
+        "{renew_at} is not within an hour before {rule}"
     );
+    assert_eq!(fresh["renew_reason"], "lifetime", "{fresh:#}");
+    assert!(fresh["ari_window"].is_null(), "{fresh:#}");
+    assert!(fresh["pending"].is_null(), "{fresh:#}");
     assert!(fresh["error"].is_null());
 
     let soon = entry(&entries, "soon");
@@ -590,6 +589,7 @@ fn status_json_reports_every_field() {
         assert!(missing[key].is_null(), "{key}: {missing:#}");
     }
     assert!(missing["renew_at"].is_string(), "{missing:#}");
+    assert_eq!(missing["renew_reason"], "no_certificate", "{missing:#}");
 
     let mismatch = entry(&entries, "mismatch");
     assert_eq!(mismatch["state"], "warning", "{mismatch:#}");
