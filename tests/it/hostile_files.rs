@@ -586,3 +586,104 @@ fn a_corrupt_state_file_is_moved_aside_and_logged() {
     let fresh: Value = serde_json::from_slice(&fs::read(&history).unwrap()).unwrap();
     assert_eq!(fresh["renewals"], 1, "{fresh:#}");
 }
+
+/// The agent with a FIFO at a `[[monitor]]` path and at a managed certificate's `cert_path`:
+/// it alerts an error for each, naming the path, still issues the healthy certificate, and
+/// ends promptly on SIGTERM (before, it hung in the FIFO's open and ignored SIGTERM).
+#[test]
+fn the_agent_alerts_on_a_fifo_issues_the_rest_and_stops_on_sigterm() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+
+    let mut setup = Setup::new();
+    let partner = setup.path().join("partner/bundle.pem");
+    let alerts_log = setup.path().join("alerts.jsonl");
+    setup.tail = format!(
+        "[alerts]\ncommand = \"cat >> {log}; echo >> {log}\"\n\n[[monitor]]\nname = \"partner\"\npath = \"{partner}\"\n",
+        log = alerts_log.display(),
+        partner = partner.display()
+    );
+    setup.write_config(&[
+        CertSpec::new("bad").domains(&["bad.example.test"]),
+        CertSpec::new("good").domains(&["good.example.test"]),
+    ]);
+    Hostile::Fifo.plant(&partner);
+    Hostile::Fifo.plant(&setup.cert_path("bad"));
+
+    /// Kills the agent if the test fails half-way.
+    struct Agent(std::process::Child);
+    impl Drop for Agent {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut agent = Agent(
+        setup
+            .command(&["run"])
+            .env("EVERCERT_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let log = Arc::new(Mutex::new(String::new()));
+    let sink = log.clone();
+    let stderr = agent.0.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let mut log = sink.lock().unwrap();
+            log.push_str(&line);
+            log.push('\n');
+        }
+    });
+    let alerts = || fs::read_to_string(&alerts_log).unwrap_or_default();
+    let error_alert = |name: &str| -> Option<Value> {
+        alerts()
+            .lines()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .find(|alert| alert["name"] == name && alert["event"] == "error")
+    };
+    let started = Instant::now();
+    while error_alert("partner").is_none()
+        || error_alert("bad").is_none()
+        || !fs::metadata(setup.cert_path("good")).is_ok_and(|meta| meta.is_file())
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no error alerts for both FIFOs, or `good` not issued\nalerts:\n{}\nagent log:\n{}",
+            alerts(),
+            log.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    println!(
+        "alerts for both FIFOs and `good` issued {:.1} s after start",
+        started.elapsed().as_secs_f64()
+    );
+    for (name, path) in [("partner", partner.clone()), ("bad", setup.cert_path("bad"))] {
+        let alert = error_alert(name).unwrap();
+        let message = alert["message"].as_str().unwrap_or_default();
+        assert!(message.contains(&path_str(&path)), "{alert:#}");
+        assert!(message.contains("FIFO"), "{alert:#}");
+    }
+
+    let pid = rustix::process::Pid::from_raw(agent.0.id() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    let stopping = Instant::now();
+    loop {
+        if let Some(status) = agent.0.try_wait().unwrap() {
+            assert_eq!(status.code(), Some(0), "{}", log.lock().unwrap());
+            break;
+        }
+        assert!(
+            stopping.elapsed() < Duration::from_secs(20),
+            "the agent did not stop on SIGTERM\n{}",
+            log.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    println!("stopped {:.2} s after SIGTERM", stopping.elapsed().as_secs_f64());
+}
