@@ -320,12 +320,15 @@ pub type SaveSecret<'a> = &'a (dyn Fn(&Path, &[u8]) -> Result<(), String> + Sync
 fn build_http(settings: &AcmeSettings, directory: &str) -> Result<CaHttp, AcmeError> {
     let mut extra = Vec::new();
     if let Some(bundle) = &settings.ca_bundle {
-        let certs: Result<Vec<CertificateDer<'static>>, _> = CertificateDer::pem_file_iter(bundle)
-            .map_err(|err| err.to_string())
-            .and_then(|iter| {
-                iter.collect::<Result<_, _>>()
-                    .map_err(|err| err.to_string())
-            });
+        // Read like every outside file (regular, capped), then parsed from memory.
+        let certs: Result<Vec<CertificateDer<'static>>, _> =
+            crate::fsread::read(bundle, crate::fsread::SMALL_FILE_MAX)
+                .map_err(|err| err.problem.to_string())
+                .and_then(|pem| {
+                    CertificateDer::pem_slice_iter(&pem)
+                        .collect::<Result<_, _>>()
+                        .map_err(|err| err.to_string())
+                });
         match certs {
             Ok(certs) if !certs.is_empty() => extra = certs,
             Ok(_) => {
@@ -396,7 +399,7 @@ impl AcmeClient {
         let info_path = dir.join("account.json");
         let classify =
             |err: instant_acme::Error| classify(err, directory, settings.ca_bundle.is_some());
-        match std::fs::read(&credentials_path) {
+        match crate::fsread::read(&credentials_path, crate::fsread::SMALL_FILE_MAX) {
             Ok(bytes) => {
                 let credentials: AccountCredentials = serde_json::from_slice(&bytes).map_err(|err| {
                     AcmeError::permanent(format!(
@@ -409,7 +412,7 @@ impl AcmeClient {
                     .from_credentials(credentials)
                     .await
                     .map_err(classify)?;
-                let info = std::fs::read(&info_path)
+                let info = crate::fsread::read(&info_path, crate::fsread::SMALL_FILE_MAX)
                     .ok()
                     .and_then(|bytes| serde_json::from_slice(&bytes).ok())
                     .unwrap_or_else(|| AccountInfo {
@@ -467,8 +470,9 @@ impl AcmeClient {
                 })
             }
             Err(err) => Err(AcmeError::permanent(format!(
-                "cannot read account credentials {}: {err}; evercert must run as the owner of state_dir",
-                credentials_path.display()
+                "cannot read account credentials {}: {}; evercert must run as the owner of state_dir",
+                credentials_path.display(),
+                err.problem
             ))),
         }
     }

@@ -309,10 +309,11 @@ pub fn read_certbot(dir: &Path) -> Result<Certbot, ImportError> {
         deploy_hooks: executables(&dir.join("renewal-hooks/deploy"))
             .into_iter()
             .map(|path| DirectoryHook {
-                uses_renewed_env: std::fs::read(&path).is_ok_and(|bytes| {
-                    let text = String::from_utf8_lossy(&bytes);
-                    text.contains("RENEWED_LINEAGE") || text.contains("RENEWED_DOMAINS")
-                }),
+                uses_renewed_env: crate::fsread::read(&path, crate::fsread::SMALL_FILE_MAX)
+                    .is_ok_and(|bytes| {
+                        let text = String::from_utf8_lossy(&bytes);
+                        text.contains("RENEWED_LINEAGE") || text.contains("RENEWED_DOMAINS")
+                    }),
                 path,
             })
             .collect(),
@@ -346,12 +347,10 @@ fn read_lineage(dir: &Path, conf_path: &Path) -> Lineage {
         .file_stem()
         .map(|stem| stem.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let (conf, conf_problem) = match std::fs::read(conf_path) {
+    // Regular files only, capped: a FIFO among the renewal confs must not hang the import.
+    let (conf, conf_problem) = match crate::fsread::read(conf_path, crate::fsread::SMALL_FILE_MAX) {
         Ok(bytes) => (RenewalConf::parse(&String::from_utf8_lossy(&bytes)), None),
-        Err(err) => (
-            RenewalConf::default(),
-            Some(format!("cannot read {}: {err}", conf_path.display())),
-        ),
+        Err(err) => (RenewalConf::default(), Some(format!("cannot read {err}"))),
     };
     let live = dir.join("live").join(&name);
     let cert_path = conf

@@ -663,7 +663,10 @@ fn the_agent_alerts_on_a_fifo_issues_the_rest_and_stops_on_sigterm() {
         "alerts for both FIFOs and `good` issued {:.1} s after start",
         started.elapsed().as_secs_f64()
     );
-    for (name, path) in [("partner", partner.clone()), ("bad", setup.cert_path("bad"))] {
+    for (name, path) in [
+        ("partner", partner.clone()),
+        ("bad", setup.cert_path("bad")),
+    ] {
         let alert = error_alert(name).unwrap();
         let message = alert["message"].as_str().unwrap_or_default();
         assert!(message.contains(&path_str(&path)), "{alert:#}");
@@ -685,5 +688,8 @@ fn the_agent_alerts_on_a_fifo_issues_the_rest_and_stops_on_sigterm() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    println!("stopped {:.2} s after SIGTERM", stopping.elapsed().as_secs_f64());
+    println!(
+        "stopped {:.2} s after SIGTERM",
+        stopping.elapsed().as_secs_f64()
+    );
 }
