@@ -7,6 +7,7 @@ mod agent_hardening;
 mod cli_inventory;
 mod concurrency;
 mod crash;
+mod decision;
 mod docs;
 mod fuzz;
 mod hostile_clients;

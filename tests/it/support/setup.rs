@@ -276,6 +276,23 @@ case "$status" in *" 200 "*) ;; *) echo "challtestsrv answered: $status" >&2; ex
         command
     }
 
+    /// Plants a working 90-day ECDSA pair for `NAME.example.test` with `days_left` days left
+    /// (negative: expired) at the paths configured for `name`.
+    pub fn plant(&self, name: &str, days_left: i64) -> super::certs::Leaf {
+        let (not_before, not_after) = super::certs::days_left(days_left);
+        let leaf = super::certs::leaf(
+            &[&format!("{name}.example.test")],
+            not_before,
+            not_after,
+            super::certs::KeyType::EcdsaP256,
+        );
+        std::fs::create_dir_all(self.cert_path(name).parent().expect("a directory"))
+            .expect("create the certificate's directory");
+        leaf.write_fullchain(&self.cert_path(name));
+        leaf.write_key(&self.key_path(name));
+        leaf
+    }
+
     /// Runs `evercert ARGS` to the end.
     pub fn run(&self, args: &[&str]) -> Run {
         Run::from_output(&self.command(args).output().expect("run evercert"))
