@@ -185,7 +185,8 @@ pub struct Plan {
 /// The agent.
 pub struct Agent {
     config_path: PathBuf,
-    config: Config,
+    /// Shared with the renewal task and the inspection thread of each scan.
+    config: Arc<Config>,
     clock: Arc<dyn Clock>,
     renewer: Arc<dyn Renewer>,
     state: FileState,
@@ -235,7 +236,7 @@ impl Agent {
             state: FileState::new(&config.state_dir),
             alerter: Arc::new(Alerter::new(config.alerts.clone())),
             alerts: AlertQueue::default(),
-            config,
+            config: Arc::new(config),
             clock,
             renewer,
             metrics: Arc::new(Metrics::default()),
@@ -265,7 +266,7 @@ impl Agent {
         self.alerter = Arc::new(Alerter::new(config.alerts.clone()));
         self.ari_supported = None;
         self.acme = None;
-        self.config = config;
+        self.config = Arc::new(config);
         Ok(())
     }
 
@@ -336,7 +337,7 @@ impl Agent {
         self.collect_renewal().await;
         let now = self.clock.now();
         let thresholds = self.config.renewal.thresholds;
-        let statuses = inventory::inspect_all(&self.config, thresholds, now);
+        let (statuses, file_monitors) = self.inspect(now).await;
         let mut plan = self.plan(&statuses, now);
         // A broken file (garbage, emptied) is repaired by the renewal below; someone broke it,
         // though, and that is worth an alert before the repair hides it.
@@ -357,7 +358,7 @@ impl Agent {
             .iter()
             .map(|status| report::managed_entry(status, now))
             .collect();
-        entries.extend(self.file_monitor_entries(now));
+        entries.extend(file_monitors);
         let alerting: Vec<Entry> = entries
             .iter()
             .filter(|entry| entry.kind != report::Kind::Managed || !held.contains(&entry.name))
@@ -386,6 +387,11 @@ impl Agent {
                 );
                 plan.consider(now + ARI_RETRY, "ARI poll".to_owned());
             }
+        }
+        if self.ari_supported == Some(false) {
+            // Without ARI the agent has nothing more to ask the CA between renewals: do not
+            // keep a connection open to it.
+            self.acme = None;
         }
         plan.consider(now + RESCAN, "rescan".to_owned());
         plan
@@ -472,23 +478,36 @@ impl Agent {
         }
     }
 
-    /// Entries for the `[[monitor]]` files: local reads, no network.
-    fn file_monitor_entries(&self, now: OffsetDateTime) -> Vec<Entry> {
-        let thresholds = self.config.renewal.thresholds;
-        self.config
-            .monitors
-            .iter()
-            .filter_map(|monitor| match &monitor.target {
-                MonitorTarget::File(path) => Some(report::file_entry(
-                    monitor.name.clone(),
-                    path,
-                    inventory::read_cert_file(path),
-                    thresholds,
-                    now,
-                )),
-                MonitorTarget::Endpoint(_) => None,
-            })
-            .collect()
+    /// Reads every managed certificate and every `[[monitor]]` file, on a blocking thread:
+    /// a read that hangs (a dead network filesystem) holds that thread, not the loop, so
+    /// SIGTERM still ends the agent and the watchdog sees the hang.
+    async fn inspect(&self, now: OffsetDateTime) -> (Vec<ManagedStatus>, Vec<Entry>) {
+        let config = self.config.clone();
+        let read = tokio::task::spawn_blocking(move || {
+            let thresholds = config.renewal.thresholds;
+            let statuses = inventory::inspect_all(&config, thresholds, now);
+            let monitors = config
+                .monitors
+                .iter()
+                .filter_map(|monitor| match &monitor.target {
+                    MonitorTarget::File(path) => Some(report::file_entry(
+                        monitor.name.clone(),
+                        path,
+                        inventory::read_cert_file(path),
+                        thresholds,
+                        now,
+                    )),
+                    MonitorTarget::Endpoint(_) => None,
+                })
+                .collect();
+            (statuses, monitors)
+        });
+        read.await.unwrap_or_else(|err| {
+            tracing::error!(
+                "reading the certificates failed ({err}); looking again at the next scan"
+            );
+            (Vec::new(), Vec::new())
+        })
     }
 
     /// Entries for the `[[monitor]]` endpoints, probed [`MAX_CONCURRENT_PROBES`] at a time,
@@ -703,8 +722,7 @@ impl Agent {
         self.scan_budget = watchdog.map(|every| every / 2);
         {
             let now = self.clock.now();
-            let statuses =
-                inventory::inspect_all(&self.config, self.config.renewal.thresholds, now);
+            let (statuses, _) = self.inspect(now).await;
             let plan = self.plan(&statuses, now);
             outside.notify(Notice::Ready(&self.status_line(&plan)));
         }

@@ -294,8 +294,9 @@ fn soak_a_thousand_certificates_behind_a_chaotic_ca() {
         late <= early + early / 2 + 16 * 1024,
         "RSS grew from {early} KiB to {late} KiB"
     );
-    // The same files, pipes and inotify/epoll descriptors; sockets: the metrics-less agent
-    // keeps at most a few pooled connections to the CA.
+    // The same files, pipes and inotify/epoll descriptors. Sockets: the same in the runs
+    // measured (3 → 3), but an ACME client kept for ARI may hold a pooled connection to the
+    // CA until it idles out, so a few more are tolerated.
     assert_eq!(at_end.others(&tls), after_start.others(&tls), "{at_end:?}");
     assert_eq!(at_end.certificate_files(&tls), 0, "{at_end:?}");
     assert!(
