@@ -1699,6 +1699,27 @@ webroot = "/w"
     }
 
     #[test]
+    fn archive_keep_defaults_to_five_and_must_keep_live_and_previous() {
+        let config = parse(MINIMAL, Path::new("/etc/evercert/evercert.toml")).unwrap();
+        assert_eq!(config.renewal.archive_keep, 5);
+        let with = |keep: &str| format!("[renewal]\narchive_keep = {keep}\n{MINIMAL}");
+        let config = parse(&with("12"), Path::new("/etc/evercert/evercert.toml")).unwrap();
+        assert_eq!(config.renewal.archive_keep, 12);
+        for bad in ["1", "0", "-3", "\"5\""] {
+            let all = errors(&with(bad))
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n");
+            assert!(all.contains(":2:"), "{bad}: the line is named: {all}");
+            assert!(
+                all.contains("archive_keep = 5") || all.contains("expected i64"),
+                "{bad}: {all}"
+            );
+        }
+    }
+
+    #[test]
     fn relative_paths_are_anchored_at_the_config_file() {
         let text = MINIMAL
             .replace("/etc/tls/shop/fullchain.pem", "tls/fullchain.pem")
