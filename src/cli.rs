@@ -333,6 +333,12 @@ fn cmd_config_check(path: &Path) -> u8 {
             config.monitors.len(),
             if config.monitors.len() == 1 { "" } else { "s" },
         );
+        for warning in crate::safety::hook_and_directory_warnings(config) {
+            eprintln!("{warning}");
+        }
+        for warning in crate::import::nginx_test_warnings(config) {
+            eprintln!("{warning}");
+        }
         0
     })
 }

@@ -267,6 +267,8 @@ pub struct DirectoryHook {
     pub path: PathBuf,
     /// Whether it reads certbot's `RENEWED_LINEAGE`/`RENEWED_DOMAINS`.
     pub uses_renewed_env: bool,
+    /// Whether it runs `nginx -t`, which fails inside evercert's sandbox.
+    pub runs_nginx_test: bool,
 }
 
 /// Everything the import read.
@@ -308,13 +310,14 @@ pub fn read_certbot(dir: &Path) -> Result<Certbot, ImportError> {
         lineages,
         deploy_hooks: executables(&dir.join("renewal-hooks/deploy"))
             .into_iter()
-            .map(|path| DirectoryHook {
-                uses_renewed_env: crate::fsread::read(&path, crate::fsread::SMALL_FILE_MAX)
-                    .is_ok_and(|bytes| {
-                        let text = String::from_utf8_lossy(&bytes);
-                        text.contains("RENEWED_LINEAGE") || text.contains("RENEWED_DOMAINS")
-                    }),
-                path,
+            .map(|path| {
+                let text = script_text(&path);
+                DirectoryHook {
+                    uses_renewed_env: text.contains("RENEWED_LINEAGE")
+                        || text.contains("RENEWED_DOMAINS"),
+                    runs_nginx_test: runs_nginx_test(&text),
+                    path,
+                }
             })
             .collect(),
         pre_post_hooks: ["pre", "post"]
@@ -322,6 +325,114 @@ pub fn read_certbot(dir: &Path) -> Result<Certbot, ImportError> {
             .flat_map(|kind| executables(&dir.join("renewal-hooks").join(kind)))
             .collect(),
     })
+}
+
+/// A hook script's text (lossy), empty when it cannot be read as a small regular file.
+fn script_text(path: &Path) -> String {
+    crate::fsread::read(path, crate::fsread::SMALL_FILE_MAX)
+        .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+        .unwrap_or_default()
+}
+
+/// What to do about `nginx -t` in a hook, verified in a ProtectSystem=strict sandbox with
+/// Debian's nginx 1.22 (docs/install.md).
+pub const NGINX_TEST_ADVICE: &str = "`nginx -t` fails inside evercert's systemd sandbox (ProtectSystem=strict): it opens nginx's pid file and /var/log/nginx for writing and chowns /var/lib/nginx, and `-g 'pid ...;'` does not help when nginx.conf sets pid. Reload with `systemctl reload nginx` alone and set verify = [\"127.0.0.1:443\"] (nginx keeps its old configuration when the new one is broken, and evercert then rolls back), or allow it in a drop-in: ReadWritePaths=-/run/nginx.pid /var/lib/nginx /var/log/nginx (docs/install.md)";
+
+/// Whether shell text runs `nginx -t` (or `-T`, `-tq`, ...): a word `nginx` (or a path
+/// ending in `/nginx`) followed, in the same simple command, by a short-option cluster with
+/// `t` or `T` (the arguments of `-g`, `-c`, `-p`, `-e` skipped).
+pub fn runs_nginx_test(text: &str) -> bool {
+    shell_commands(text).iter().any(|words| {
+        let Some(at) = words
+            .iter()
+            .position(|word| word == "nginx" || word.ends_with("/nginx"))
+        else {
+            return false;
+        };
+        let mut rest = words[at + 1..].iter();
+        while let Some(word) = rest.next() {
+            let Some(flags) = word
+                .strip_prefix('-')
+                .filter(|flags| !flags.starts_with('-'))
+            else {
+                continue;
+            };
+            if flags.contains(['t', 'T']) {
+                return true;
+            }
+            if flags.ends_with(['g', 'c', 'p', 'e']) {
+                rest.next();
+            }
+        }
+        false
+    })
+}
+
+/// Shell text as simple commands (split at `;`, `&`, `|`, newlines and parentheses outside
+/// quotes), each as its words with quotes removed. Enough to spot a command, not a parser.
+fn shell_commands(text: &str) -> Vec<Vec<String>> {
+    let mut commands = vec![Vec::new()];
+    let mut word = String::new();
+    let mut quote: Option<char> = None;
+    let mut in_word = false;
+    for c in text.chars() {
+        match (quote, c) {
+            (Some(open), c) if c == open => quote = None,
+            (Some(_), c) => word.push(c),
+            (None, '\'' | '"') => {
+                quote = Some(c);
+                in_word = true;
+            }
+            (None, c) if c.is_whitespace() || matches!(c, ';' | '&' | '|' | '(' | ')') => {
+                if in_word {
+                    if let Some(command) = commands.last_mut() {
+                        command.push(std::mem::take(&mut word));
+                    }
+                    in_word = false;
+                }
+                if c != ' ' && c != '\t' {
+                    commands.push(Vec::new());
+                }
+            }
+            (None, c) => {
+                word.push(c);
+                in_word = true;
+            }
+        }
+    }
+    if in_word && let Some(command) = commands.last_mut() {
+        command.push(word);
+    }
+    commands.retain(|command| !command.is_empty());
+    commands
+}
+
+/// `config check`'s warnings about reload commands that run `nginx -t`, directly or in the
+/// script they name (first word, absolute path).
+pub fn nginx_test_warnings(config: &crate::config::Config) -> Vec<String> {
+    let mut warned: Vec<&str> = Vec::new();
+    let mut warnings = Vec::new();
+    for cert in &config.certificates {
+        let Some(command) = cert.reload.as_deref() else {
+            continue;
+        };
+        if warned.contains(&command) {
+            continue;
+        }
+        let in_script = command
+            .split_whitespace()
+            .next()
+            .filter(|first| first.starts_with('/'))
+            .is_some_and(|script| runs_nginx_test(&script_text(Path::new(script))));
+        if runs_nginx_test(command) || in_script {
+            warned.push(command);
+            warnings.push(format!(
+                "warning: the reload command of certificate {} (`{command}`) runs nginx -t; {NGINX_TEST_ADVICE}.",
+                cert.name
+            ));
+        }
+    }
+    warnings
 }
 
 /// Executable files in `dir`, sorted (certbot runs them in that order); none if it is missing.
@@ -866,9 +977,13 @@ fn reload(
         }
         _ => {}
     }
+    let mut nginx_test: Vec<String> = Vec::new();
     for key in ["deploy_hook", "renew_hook"] {
         if let Some(hook) = conf.param(key) {
             uses_renewed_env |= hook.contains("RENEWED_");
+            if runs_nginx_test(&hook) {
+                nginx_test.push(format!("certbot's {key}"));
+            }
             parts.push(hook);
             sources.push(key.to_owned());
             break;
@@ -876,6 +991,9 @@ fn reload(
     }
     for hook in deploy_hooks {
         uses_renewed_env |= hook.uses_renewed_env;
+        if hook.runs_nginx_test {
+            nginx_test.push(hook.path.display().to_string());
+        }
         parts.push(hook.path.display().to_string());
         sources.push(format!("renewal-hooks/deploy/{}", file_name(&hook.path)));
     }
@@ -899,6 +1017,12 @@ fn reload(
             "certbot ran no deploy hook for this certificate, so nothing told the web server to read the new files; set reload to what does (for example \"systemctl reload nginx\"), and verify = [\"127.0.0.1:443\"] to check what it serves afterwards.".to_owned(),
         );
         return None;
+    }
+    if !nginx_test.is_empty() {
+        todos.push(format!(
+            "{} runs nginx -t: {NGINX_TEST_ADVICE}.",
+            nginx_test.join(" and ")
+        ));
     }
     let mut command = unique.join(" && ");
     if uses_renewed_env {
@@ -1324,6 +1448,28 @@ www.shop.example.com = /var/www/html
             RenewalConf::parse("[renewalparams]\ninstaller = None\nnot a key\n[other]\nx = 1\n");
         assert_eq!(conf.param("installer"), None);
         assert_eq!(conf.param("x"), None);
+    }
+
+    #[test]
+    fn nginx_test_is_spotted_in_shell_text() {
+        for runs in [
+            "nginx -t && systemctl reload nginx",
+            "/usr/sbin/nginx -tq; service nginx reload",
+            "nginx -g 'daemon on; master_process on;' -t",
+            "if nginx -T >/dev/null; then systemctl reload nginx; fi",
+            "#!/bin/sh\nset -e\n/usr/sbin/nginx -q -t\nnginx -s reload\n",
+        ] {
+            assert!(runs_nginx_test(runs), "{runs}");
+        }
+        for not in [
+            "systemctl reload nginx",
+            "nginx -s reload",
+            "nginx -g 'pid /tmp/test.pid;' -s reload",
+            "echo nginx; ls -t",
+            "nginx-reload -t",
+        ] {
+            assert!(!runs_nginx_test(not), "{not}");
+        }
     }
 
     #[test]

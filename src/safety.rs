@@ -36,6 +36,10 @@ enum Role {
     StateDir,
     AboveStateDir,
     InStateDir,
+    HookScript,
+    AboveHookScript,
+    CertDir,
+    AboveCertDir,
 }
 
 impl Role {
@@ -46,6 +50,10 @@ impl Role {
             Self::StateDir => "state_dir",
             Self::AboveStateDir => "a directory holding state_dir",
             Self::InStateDir => "a directory of evercert's state",
+            Self::HookScript => "the script of a reload, dns-01 or alert hook",
+            Self::AboveHookScript => "a directory holding a hook's script",
+            Self::CertDir => "the directory of a cert_path, key_path or bundle_path",
+            Self::AboveCertDir => "a directory holding a certificate's directory",
         }
     }
 
@@ -58,13 +66,22 @@ impl Role {
                 "whoever can change it can replace the keys and certificates evercert serves, or its ACME account"
                     .to_owned()
             }
+            Self::HookScript | Self::AboveHookScript => format!(
+                "whoever can change it can make evercert run any command as {user}"
+            ),
+            Self::CertDir | Self::AboveCertDir => {
+                "whoever can change it can swap the certificate or key your server loads".to_owned()
+            }
         }
     }
 
     /// The sticky bit protects entries of others' in a directory above ours, not the
     /// contents of `state_dir` itself.
     fn sticky_is_enough(self) -> bool {
-        matches!(self, Self::AboveConfig | Self::AboveStateDir)
+        matches!(
+            self,
+            Self::AboveConfig | Self::AboveStateDir | Self::AboveHookScript | Self::AboveCertDir
+        )
     }
 }
 
@@ -113,8 +130,78 @@ pub fn check_permissions(config_path: &Path, config: &Config) -> Result<(), Stri
     if checker.problems.is_empty() {
         Ok(())
     } else {
-        Err(checker.problems.join("\n"))
+        Err(checker
+            .problems
+            .iter()
+            .map(|problem| format!("error: refusing to run: {problem}"))
+            .collect::<Vec<_>>()
+            .join("\n"))
     }
+}
+
+/// What `config check` warns about without refusing to run: hook scripts (the first word of
+/// a reload, dns-01 or alert command, when it is an absolute path) and certificate
+/// directories that a user other than root and the one evercert runs as can change, each
+/// with the fix. Not an error: a group-writable web directory may be deliberate, and the
+/// check cannot see every path a command runs.
+pub fn hook_and_directory_warnings(config: &Config) -> Vec<String> {
+    let mut checker = Checker {
+        euid: rustix::process::geteuid().as_raw(),
+        seen: HashSet::new(),
+        problems: Vec::new(),
+    };
+    let mut commands: Vec<&str> = Vec::new();
+    for cert in &config.certificates {
+        commands.extend(cert.reload.as_deref());
+        if let crate::config::ChallengeSettings::Dns01 { hook, .. } = &cert.challenge {
+            commands.push(hook);
+        }
+    }
+    commands.extend(config.alerts.command.as_deref());
+    for command in commands {
+        if let Some(script) = script_of(command) {
+            for path in with_real_path(script) {
+                checker.inspect(&path, Role::HookScript);
+                checker.inspect_ancestors(&path, Role::AboveHookScript);
+            }
+        }
+    }
+    for cert in &config.certificates {
+        let files = [
+            Some(&cert.cert_path),
+            Some(&cert.key_path),
+            cert.bundle_path.as_ref(),
+        ];
+        for dir in files.into_iter().flatten().filter_map(|file| file.parent()) {
+            for path in with_real_path(dir) {
+                checker.inspect(&path, Role::CertDir);
+                checker.inspect_ancestors(&path, Role::AboveCertDir);
+            }
+        }
+    }
+    checker
+        .problems
+        .into_iter()
+        .map(|problem| format!("warning: {problem}"))
+        .collect()
+}
+
+/// The script a shell command runs: its first word, when that is an absolute path.
+fn script_of(command: &str) -> Option<&Path> {
+    let first = command.split_whitespace().next()?;
+    let first = first.trim_matches(|c| c == '"' || c == '\'');
+    first.starts_with('/').then(|| Path::new(first))
+}
+
+/// `path`, and where it really is when a symlink is on the way (both can be swapped).
+fn with_real_path(path: &Path) -> Vec<std::path::PathBuf> {
+    let mut paths = vec![path.to_owned()];
+    if let Ok(real) = fs::canonicalize(path)
+        && real != path
+    {
+        paths.push(real);
+    }
+    paths
 }
 
 struct Checker {
@@ -166,7 +253,7 @@ fn problem(path: &Path, meta: &Metadata, role: Role, euid: u32) -> Option<String
     let owner = meta.uid();
     if owner != 0 && owner != euid {
         return Some(format!(
-            "error: refusing to run: {path_text} ({what}) belongs to uid {owner}, who is neither root nor the user evercert runs as ({user}); {risk}. Fix: chown {fix} {path_text}",
+            "{path_text} ({what}) belongs to uid {owner}, who is neither root nor the user evercert runs as ({user}); {risk}. Fix: chown {fix} {path_text}",
             what = role.describe(),
             risk = role.risk(&user),
             fix = if euid == 0 {
@@ -187,7 +274,7 @@ fn problem(path: &Path, meta: &Metadata, role: Role, euid: u32) -> Option<String
         _ => "all other users",
     };
     Some(format!(
-        "error: refusing to run: {path_text} ({what}) is writable by {who} (mode {mode:04o}); {risk}. Fix: chmod go-w {path_text}",
+        "{path_text} ({what}) is writable by {who} (mode {mode:04o}); {risk}. Fix: chmod go-w {path_text}",
         what = role.describe(),
         risk = role.risk(&user),
     ))

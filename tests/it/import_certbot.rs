@@ -818,3 +818,60 @@ fn an_imported_lineage_renews_and_takes_over_certbots_live_symlinks() {
     let status = evercert(certbot.work(), &["-c", s(&config_path), "check"]);
     assert_eq!(status.code, 0, "{status}");
 }
+
+#[test]
+fn hooks_running_nginx_test_get_a_todo_with_the_form_that_works_in_the_sandbox() {
+    let certbot = Certbot::new();
+    let params = "authenticator = webroot\nwebroot_path = /var/www/html,\nkey_type = ecdsa\n";
+    certbot.lineage(
+        "shop",
+        &["shop.example.com"],
+        KeyType::EcdsaP256,
+        &format!("{params}deploy_hook = nginx -t && systemctl reload nginx\n"),
+    );
+    certbot.lineage(
+        "blog",
+        &["blog.example.com"],
+        KeyType::EcdsaP256,
+        &format!("{params}deploy_hook = systemctl reload nginx\n"),
+    );
+    let (run, _) = certbot.import();
+    let shop = todos_of(&run.stdout, "shop");
+    assert!(
+        shop.contains("certbot's deploy_hook runs nginx -t"),
+        "{run}"
+    );
+    assert!(
+        shop.contains("ReadWritePaths=-/run/nginx.pid /var/lib/nginx /var/log/nginx"),
+        "{run}"
+    );
+    assert!(!todos_of(&run.stdout, "blog").contains("nginx -t"), "{run}");
+
+    // `config check` on the imported file says the same.
+    let path = certbot.work().join("imported.toml");
+    certs::write(&path, &run.stdout);
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+    let check = evercert(certbot.work(), &["config", "check", "-c", s(&path)]);
+    assert_eq!(check.code, 0, "{check}");
+    assert!(
+        flat(&check.stderr).contains(
+            "warning: the reload command of certificate shop (`nginx -t && systemctl reload nginx`) runs nginx -t"
+        ),
+        "{check}"
+    );
+    assert!(!check.stderr.contains("certificate blog"), "{check}");
+
+    // A script in renewal-hooks/deploy/ (run for every lineage) is read too.
+    let script = certs::write(
+        &certbot.dir().join("renewal-hooks/deploy/50-nginx"),
+        "#!/bin/sh\nset -e\n/usr/sbin/nginx -q -t\nsystemctl reload nginx\n",
+    );
+    fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
+    let (run, _) = certbot.import();
+    for name in ["shop", "blog"] {
+        assert!(
+            todos_of(&run.stdout, name).contains(&format!("{} runs nginx -t", script.display())),
+            "{run}"
+        );
+    }
+}

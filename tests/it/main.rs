@@ -6,6 +6,7 @@ mod agent;
 mod agent_hardening;
 mod cli_inventory;
 mod concurrency;
+mod config_warnings;
 mod crash;
 mod decision;
 mod docs;
