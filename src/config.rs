@@ -35,6 +35,10 @@ const DEFAULT_KEY_MODE: u32 = 0o600;
 const DEFAULT_HOOK_TIMEOUT: Duration = Duration::seconds(60);
 const DEFAULT_ALERT_TIMEOUT: Duration = Duration::seconds(30);
 const DEFAULT_VERIFY_TIMEOUT: Duration = Duration::seconds(15);
+const DEFAULT_VERIFY_CONSECUTIVE: u32 = 3;
+/// More would only make each renewal slower; a handful of connections over a second is what
+/// catches the old workers of a graceful reload.
+const MAX_VERIFY_CONSECUTIVE: u32 = 20;
 const DEFAULT_ACME_TIMEOUT: Duration = Duration::seconds(30);
 /// Versions of each certificate kept in the archive: with 90-day certificates over a year of
 /// history, with 6-day ones still a few weeks of rollbacks.
@@ -168,6 +172,9 @@ pub struct CertificateSettings {
     pub verify: Vec<Endpoint>,
     /// How long the verify endpoints may take to serve the new certificate.
     pub verify_timeout: Duration,
+    /// How many fresh connections in a row must see the new certificate: a graceful reload
+    /// leaves old workers accepting for a moment, and one lucky connection proves little.
+    pub verify_consecutive: u32,
     /// Overrides `[renewal] renew_before` for this certificate.
     pub renew_before: Option<RenewBefore>,
     pub challenge: ChallengeSettings,
@@ -363,6 +370,7 @@ struct RawCertificate {
     reload_timeout: Option<String>,
     verify: Option<Vec<String>>,
     verify_timeout: Option<String>,
+    verify_consecutive: Option<i64>,
     renew_before: Option<NumberOrText>,
     http01: Option<RawHttp01>,
     dns01: Option<RawDns01>,
@@ -1146,6 +1154,23 @@ impl Parser<'_> {
             raw.verify_timeout,
             DEFAULT_VERIFY_TIMEOUT,
         );
+        let verify_consecutive = match raw.verify_consecutive {
+            None => DEFAULT_VERIFY_CONSECUTIVE,
+            Some(count) if (1..=i64::from(MAX_VERIFY_CONSECUTIVE)).contains(&count) => count as u32,
+            Some(count) => {
+                self.error_at(
+                    path,
+                    "verify_consecutive",
+                    format!(
+                        "verify_consecutive = {count} is not between 1 and {MAX_VERIFY_CONSECUTIVE}"
+                    ),
+                    Some(format!(
+                        "write verify_consecutive = {DEFAULT_VERIFY_CONSECUTIVE} (the default)"
+                    )),
+                );
+                DEFAULT_VERIFY_CONSECUTIVE
+            }
+        };
         let renew_before = self.renew_before(path, raw.renew_before);
         let challenge = self.challenge(path, raw.http01, raw.dns01, raw.tlsalpn01, resolve);
         if let (Some(domains), Some(challenge)) = (&domains, &challenge)
@@ -1174,6 +1199,7 @@ impl Parser<'_> {
             reload_timeout,
             verify,
             verify_timeout,
+            verify_consecutive,
             renew_before,
             challenge: challenge?,
         })

@@ -1288,11 +1288,15 @@ async fn verify_all(
             &live.serial,
             roots.clone(),
             cert.verify_timeout.unsigned_abs(),
+            cert.verify_consecutive,
         )
         .await?;
         (deps.progress)(
             &cert.name,
-            &format!("verified: {endpoint} serves serial {}", live.serial),
+            &format!(
+                "verified: {endpoint} serves serial {} ({} fresh connections in a row)",
+                live.serial, cert.verify_consecutive
+            ),
         );
     }
     Ok(())
@@ -1307,37 +1311,68 @@ fn verify_name(cert: &CertificateSettings) -> String {
     }
 }
 
+/// Between the fresh connections that must all see the new certificate: `verify_consecutive`
+/// of them (3 by default) then span about a second, longer than the old workers of a graceful
+/// nginx, Apache or HAProxy reload usually keep accepting.
+const VERIFY_SPACING: Duration = Duration::from_millis(500);
+
+/// Waits until `endpoint` serves `serial` on `consecutive` fresh connections in a row; a
+/// connection that sees anything else starts the count again.
 async fn verify_one(
     endpoint: &Endpoint,
     server_name: &str,
     serial: &str,
     roots: Arc<rustls::RootCertStore>,
     window: Duration,
+    consecutive: u32,
 ) -> Result<(), String> {
     let started = std::time::Instant::now();
     let mut delay = Duration::from_millis(50);
+    let mut streak = 0u32;
     let mut last;
     loop {
-        last = match probe::probe(endpoint, server_name, roots.clone(), Duration::from_secs(5))
+        let wait = match probe::probe(endpoint, server_name, roots.clone(), Duration::from_secs(5))
             .await
         {
-            Ok(served) if served.file.leaf.serial == serial => return Ok(()),
-            Ok(served) => format!(
-                "{endpoint} still serves serial {} (expires {})",
-                served.file.leaf.serial,
-                rfc3339(served.file.leaf.not_after)
-            ),
-            Err(err) => err.to_string(),
+            Ok(served) if served.file.leaf.serial == serial => {
+                streak += 1;
+                if streak >= consecutive.max(1) {
+                    return Ok(());
+                }
+                last = format!(
+                    "{endpoint} served serial {serial} on {streak} connection{} in a row, not yet {consecutive}",
+                    if streak == 1 { "" } else { "s" }
+                );
+                VERIFY_SPACING
+            }
+            other => {
+                let before = if streak > 0 {
+                    format!("after serving serial {serial} {streak} time(s), ")
+                } else {
+                    String::new()
+                };
+                streak = 0;
+                last = match other {
+                    Ok(served) => format!(
+                        "{endpoint} {before}still serves serial {} (expires {})",
+                        served.file.leaf.serial,
+                        rfc3339(served.file.leaf.not_after)
+                    ),
+                    Err(err) => format!("{before}{err}"),
+                };
+                let wait = delay;
+                delay = (delay * 2).min(Duration::from_secs(2));
+                wait
+            }
         };
-        if started.elapsed() + delay > window {
+        if started.elapsed() + wait > window {
             return Err(format!(
                 "verification failed after {} s: {last}; does the reload command make the server read {}?",
                 window.as_secs(),
                 "the new files"
             ));
         }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_secs(2));
+        tokio::time::sleep(wait).await;
     }
 }
 

@@ -23,3 +23,4 @@ mod secrets;
 mod soak;
 mod support;
 mod systemd_units;
+mod verify_sticks;

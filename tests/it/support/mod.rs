@@ -8,6 +8,7 @@ pub mod certs;
 pub mod chaos;
 pub mod faultproxy;
 pub mod hostile;
+pub mod nginx;
 pub mod pebble;
 pub mod setup;
 pub mod webroot;
