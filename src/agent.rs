@@ -72,6 +72,8 @@ pub const ARI_RETRY: Duration = Duration::minutes(10);
 /// The endpoint probes of one scan are cut off after this (each probe has its own 10 s
 /// timeout; this bounds many of them); endpoints not probed are tried at the next scan.
 pub const PROBES_DEADLINE: StdDuration = StdDuration::from_secs(60);
+/// On SIGTERM, queued alerts get this long to go out.
+pub const ALERT_FLUSH: StdDuration = StdDuration::from_secs(2);
 /// Endpoint probes in flight at once (sockets, under the open-files limit).
 pub const MAX_CONCURRENT_PROBES: usize = 64;
 
@@ -695,11 +697,11 @@ impl Agent {
                 )
             })
             .unwrap_or_default();
-        let renewing = self
-            .renewal
-            .as_ref()
-            .map(|renewal| format!(", renewing {}", renewal.names.join(", ")))
-            .unwrap_or_default();
+        let renewing = match self.renewal.as_ref().map(|renewal| &renewal.names[..]) {
+            Some(names) if names.len() > 3 => format!(", renewing {} certificates", names.len()),
+            Some(names) => format!(", renewing {}", names.join(", ")),
+            None => String::new(),
+        };
         format!(
             "{count} certificate{}{renewing}{next}",
             if count == 1 { "" } else { "s" }
@@ -821,10 +823,11 @@ impl Agent {
                 renewal.names.join(", ")
             );
         }
-        let waiting = self.alerts.waiting();
-        if waiting > 0 {
+        // An alert decided just before SIGTERM is recorded as sent: give it a moment.
+        let pending = self.alerts.flush(ALERT_FLUSH).await;
+        if pending > 0 {
             tracing::warn!(
-                "stopped with {waiting} alert(s) not yet delivered (they are in this log)"
+                "stopped with {pending} alert(s) not delivered to the command or webhook (they are in this log)"
             );
         }
         self.alerts = AlertQueue::default();

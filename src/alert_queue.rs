@@ -15,6 +15,7 @@
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -65,6 +66,8 @@ impl Delivery for AlertDelivery {
 struct Shared<D> {
     waiting: Mutex<VecDeque<D>>,
     wake: Notify,
+    /// Alerts queued or being delivered.
+    pending: AtomicUsize,
 }
 
 /// The queue and its delivery task; dropping it stops the task and every delivery in flight.
@@ -97,6 +100,7 @@ impl<D: Delivery> AlertQueue<D> {
             shared: Arc::new(Shared {
                 waiting: Mutex::new(VecDeque::new()),
                 wake: Notify::new(),
+                pending: AtomicUsize::new(0),
             }),
             capacity: capacity.max(1),
             concurrency: concurrency.max(1),
@@ -120,8 +124,10 @@ impl<D: Delivery> AlertQueue<D> {
                     self.capacity,
                     dropped.describe()
                 );
+                self.shared.pending.fetch_sub(1, Ordering::SeqCst);
             }
             waiting.push_back(delivery);
+            self.shared.pending.fetch_add(1, Ordering::SeqCst);
         }
         if self.worker.is_none() {
             let shared = self.shared.clone();
@@ -129,6 +135,20 @@ impl<D: Delivery> AlertQueue<D> {
             self.worker = Some(tokio::spawn(deliver_all(shared, concurrency)));
         }
         self.shared.wake.notify_one();
+    }
+
+    /// Waits until every queued alert is delivered (or given up on), for at most `within`;
+    /// returns how many were still pending. For a stop: an alert decided just before
+    /// SIGTERM is recorded as sent, so it should get its chance to go out.
+    pub async fn flush(&self, within: Duration) -> usize {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let pending = self.shared.pending.load(Ordering::SeqCst);
+            if pending == 0 || tokio::time::Instant::now() >= deadline {
+                return pending;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Alerts waiting (not counting those being delivered).
@@ -149,6 +169,15 @@ impl<D: Delivery> Drop for AlertQueue<D> {
     }
 }
 
+/// Decrements a counter when dropped.
+struct Done<'a>(&'a AtomicUsize);
+
+impl Drop for Done<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// The delivery task: starts waiting deliveries while fewer than `concurrency` run.
 async fn deliver_all<D: Delivery>(shared: Arc<Shared<D>>, concurrency: usize) {
     let mut running = JoinSet::new();
@@ -162,7 +191,10 @@ async fn deliver_all<D: Delivery>(shared: Arc<Shared<D>>, concurrency: usize) {
             let Some(delivery) = next else { break };
             let deadline = delivery.deadline();
             let what = delivery.describe();
+            let shared = shared.clone();
             running.spawn(async move {
+                // Counted down however the delivery ends (done, given up, aborted).
+                let _done = Done(&shared.pending);
                 if tokio::time::timeout(deadline, delivery.deliver())
                     .await
                     .is_err()
@@ -268,6 +300,29 @@ mod tests {
         assert_eq!(finished[0].0, 1);
         // One slot: the second went out once the first was given up on, after 30 s.
         assert_eq!(finished[0].1 - start, Duration::from_secs(30));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn flush_waits_for_deliveries_but_not_for_a_hung_one() {
+        let done = Arc::new(Mutex::new(Vec::new()));
+        let mut queue = AlertQueue::new(16, 4);
+        for id in 0..3 {
+            queue.push(Fake {
+                id,
+                took: Some(Duration::from_millis(300)),
+                done: done.clone(),
+            });
+        }
+        assert_eq!(queue.flush(Duration::from_secs(2)).await, 0);
+        assert_eq!(done.lock().unwrap().len(), 3);
+        queue.push(Fake {
+            id: 9,
+            took: None,
+            done: done.clone(),
+        });
+        let start = tokio::time::Instant::now();
+        assert_eq!(queue.flush(Duration::from_secs(2)).await, 1);
+        assert!(tokio::time::Instant::now() - start <= Duration::from_millis(2100));
     }
 
     #[tokio::test(start_paused = true)]
