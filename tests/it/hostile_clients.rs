@@ -18,7 +18,7 @@ use rustix::process::{Pid, Resource, Rlimit};
 use crate::support::certs::{self, KeyType};
 use crate::support::faultproxy::{Fault, FaultProxy};
 use crate::support::pebble::unused_loopback_port;
-use crate::support::setup::{CertSpec, Setup};
+use crate::support::setup::{CertSpec, Challenge, Setup};
 
 /// How many half-sent requests: more than the 1,024 descriptors the server may open.
 const FLOOD: usize = 1_100;
@@ -110,12 +110,21 @@ fn allow_many_files() {
     }
 }
 
+/// The start of an HTTP request, never finished.
+const HALF_HTTP_REQUEST: &[u8] = b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Wait: ";
+/// A TLS record header announcing a 512-byte handshake message that never comes.
+const HALF_CLIENT_HELLO: &[u8] = &[0x16, 0x03, 0x01, 0x02, 0x00];
+
 /// Opens `count` connections to `port`, each sending the start of a request and no more.
 fn half_sent_requests(port: u16, count: usize) -> Vec<TcpStream> {
+    half_sent(port, count, HALF_HTTP_REQUEST)
+}
+
+fn half_sent(port: u16, count: usize, start: &[u8]) -> Vec<TcpStream> {
     (0..count)
         .filter_map(|_| {
             let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-            let _ = stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Wait: ");
+            let _ = stream.write_all(start);
             Some(stream)
         })
         .collect()
@@ -267,13 +276,26 @@ fn metrics_answers_1100_half_sent_requests_under_a_1024_file_limit() {
 /// 6 s, so the flood is in place before Pebble validates.
 #[test]
 fn http01_responder_validates_under_a_flood_of_idle_clients() {
+    validates_under_a_flood(&Challenge::Listen);
+}
+
+/// The same for the tls-alpn-01 responder, flooded with half-sent ClientHellos.
+#[test]
+fn tls_alpn01_responder_validates_under_a_flood_of_idle_clients() {
+    validates_under_a_flood(&Challenge::TlsAlpn);
+}
+
+fn validates_under_a_flood(challenge: &Challenge) {
     allow_many_files();
     let mut setup = Setup::new();
     let proxy = FaultProxy::start(&setup.pebble);
     proxy.set_fault_on("/chalZ/", Fault::Delay(Duration::from_secs(6)));
     setup.directory_override = Some(proxy.directory_url());
-    setup.write_config(&[CertSpec::new("shop")]);
-    let http_port = setup.pebble.http_port();
+    let (port, start) = match challenge {
+        Challenge::TlsAlpn => (setup.pebble.tls_port(), HALF_CLIENT_HELLO),
+        _ => (setup.pebble.http_port(), HALF_HTTP_REQUEST),
+    };
+    setup.write_config(&[CertSpec::new("shop").challenge(challenge.clone())]);
     let renew = Server::start(&setup, &["renew"]);
     let pid = renew.pid();
     let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -284,7 +306,7 @@ fn http01_responder_validates_under_a_flood_of_idle_clients() {
             let mut peak_files = 0;
             while !done.load(std::sync::atomic::Ordering::Relaxed) {
                 if idle.len() < FLOOD {
-                    idle.extend(half_sent_requests(http_port, 50));
+                    idle.extend(half_sent(port, 50, start));
                     peak_files = peak_files.max(open_files(pid));
                 }
                 std::thread::sleep(Duration::from_millis(2));
@@ -308,7 +330,7 @@ fn http01_responder_validates_under_a_flood_of_idle_clients() {
     done.store(true, std::sync::atomic::Ordering::Relaxed);
     let (opened, peak_files) = flooding.join().unwrap();
     eprintln!(
-        "figures: renew took {:?} with {opened} idle clients on the http-01 port; peak {peak_files} open files",
+        "figures: renew ({challenge:?}) took {:?} with {opened} idle clients on the responder's port; peak {peak_files} open files",
         started.elapsed()
     );
     assert_eq!(status.code(), Some(0), "{}", renew.log());
@@ -482,5 +504,67 @@ fn a_background_writer_left_by_a_hook_is_cut_off_from_the_agent() {
         Duration::from_secs(30),
         "the renewal to be reported",
         || agent.log().contains("renewed") || agent.log().contains("reloaded"),
+    );
+}
+
+/// evercert marks itself non-dumpable at start (no core file can hold a private key, no
+/// other process of its user can ptrace it). Observable from outside: the kernel then makes
+/// the files in /proc/PID owned by root instead of the process's user, so the agent runs
+/// here as `nobody`.
+#[test]
+fn the_agent_is_not_dumpable() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    use std::os::unix::process::CommandExt;
+    const NOBODY: u32 = 65534;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let state = dir.join("state");
+    std::fs::create_dir(&state).unwrap();
+    rustix::fs::chown(
+        &state,
+        Some(rustix::fs::Uid::from_raw(NOBODY)),
+        Some(rustix::fs::Gid::from_raw(NOBODY)),
+    )
+    .unwrap();
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let config = dir.join("evercert.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "state_dir = \"{}\"\n\n[acme]\ndirectory = \"https://127.0.0.1:9/dir\"\n\
+             contact = [\"mailto:ops@example.test\"]\n",
+            state.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let log_path = dir.join("run.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_evercert"))
+        .current_dir(dir)
+        .env_remove("EVERCERT_CONFIG")
+        .env("EVERCERT_LOG", "info")
+        .arg("-c")
+        .arg(&config)
+        .arg("run")
+        .uid(NOBODY)
+        .gid(NOBODY)
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let server = Server { child, log_path };
+    wait_for(Duration::from_secs(30), "the agent to start", || {
+        server.log().contains("starting")
+    });
+    let owner = std::fs::metadata(format!("/proc/{}/status", server.child.id()))
+        .unwrap()
+        .uid();
+    assert_eq!(
+        owner,
+        0,
+        "/proc/PID of an agent running as uid {NOBODY} belongs to uid {owner}: it is dumpable; log:\n{}",
+        server.log()
     );
 }
