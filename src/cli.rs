@@ -16,6 +16,7 @@ use crate::acme::{AcmeClient, RevocationReasonName};
 use crate::config::{self, Config, ConfigErrors, Endpoint};
 use crate::inventory;
 use crate::lock::FileLock;
+use crate::logging::error_message;
 use crate::policy::Thresholds;
 use crate::probe;
 use crate::renew::{self, Outcome, RenewRequest};
@@ -206,7 +207,7 @@ pub fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    init_logging();
+    crate::logging::init();
     // No core file, no ptrace by other users: the process holds private keys and the
     // account key in memory. Failing to set it only loses that protection, not the run.
     if let Err(err) =
@@ -230,16 +231,6 @@ fn invoked_check() -> bool {
         }
     }
     false
-}
-
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("EVERCERT_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .try_init();
 }
 
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
@@ -299,7 +290,7 @@ fn run(cli: Cli) -> u8 {
 }
 
 fn print_config_errors(errors: &ConfigErrors) {
-    eprintln!("{errors}");
+    error_message(&errors.to_string());
 }
 
 /// Loads the configuration or prints every error; the command runs only on a valid one.
@@ -308,7 +299,7 @@ fn with_config(path: &Path, command: impl FnOnce(&Config) -> u8) -> u8 {
         Ok(config) => match crate::safety::check_permissions(path, &config) {
             Ok(()) => command(&config),
             Err(message) => {
-                eprintln!("{message}");
+                error_message(&message.to_string());
                 EXIT_USAGE
             }
         },
@@ -715,7 +706,7 @@ fn now() -> OffsetDateTime {
 
 fn cmd_run(config_path: &Path, config: &Config) -> u8 {
     if let Err(message) = crate::safety::ensure_state_dir(&config.state_dir) {
-        eprintln!("{message}");
+        error_message(&message.to_string());
         return 1;
     }
     // The agent waits on timers, sockets and children at once: a multi-threaded runtime
@@ -727,7 +718,7 @@ fn cmd_run(config_path: &Path, config: &Config) -> u8 {
     {
         Ok(runtime) => runtime,
         Err(err) => {
-            eprintln!("error: cannot start the async runtime: {err}");
+            error_message(&format!("error: cannot start the async runtime: {err}"));
             return 1;
         }
     };
@@ -744,7 +735,7 @@ fn cmd_run(config_path: &Path, config: &Config) -> u8 {
     match result {
         Ok(()) => 0,
         Err(err) => {
-            eprintln!("error: {err}");
+            error_message(&format!("error: {err}"));
             1
         }
     }

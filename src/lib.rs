@@ -20,6 +20,7 @@ pub mod import;
 pub mod inventory;
 pub mod listener;
 pub mod lock;
+pub mod logging;
 pub mod metrics;
 pub mod policy;
 pub mod probe;

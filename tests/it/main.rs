@@ -15,6 +15,7 @@ mod hostile_clients;
 mod hostile_files;
 mod hostile_net;
 mod import_certbot;
+mod journald;
 mod pebble_smoke;
 mod renew_faults;
 mod renew_paths;
