@@ -97,6 +97,9 @@ pub async fn run_with_input(
         message: err.to_string(),
     })?;
     let group = child.id().and_then(|id| Pid::from_raw(id as i32));
+    // If this future is dropped while the hook runs (the agent stops mid-renewal), the whole
+    // group goes, not only `sh`: `kill_on_drop` alone would leave its children running.
+    let mut reaper = GroupReaper(group);
     let writer = match (input, child.stdin.take()) {
         (Some(input), Some(mut stdin)) => {
             let input = input.to_vec();
@@ -119,6 +122,8 @@ pub async fn run_with_input(
     .flatten()
     .collect();
     let status = tokio::time::timeout(timeout, child.wait()).await;
+    // The hook ended (or is killed just below): what it left running is its own business.
+    reaper.0 = None;
     if status.is_err()
         && let Some(group) = group
     {
@@ -159,6 +164,17 @@ pub async fn run_with_input(
 }
 
 /// Reads `pipe` to its end, keeping only the last [`KEEP_BYTES`].
+/// Kills a hook's process group when dropped while armed.
+struct GroupReaper(Option<Pid>);
+
+impl Drop for GroupReaper {
+    fn drop(&mut self) {
+        if let Some(group) = self.0.take() {
+            let _ = kill_process_group(group, Signal::KILL);
+        }
+    }
+}
+
 fn reader(
     mut pipe: impl tokio::io::AsyncRead + Unpin + Send + 'static,
 ) -> tokio::task::JoinHandle<Vec<u8>> {

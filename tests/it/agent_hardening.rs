@@ -230,3 +230,52 @@ fn sighup_refuses_a_configuration_that_fails_the_permission_checks() {
     let (code, _) = agent.stop();
     assert_eq!(code, 0);
 }
+
+/// Processes whose command line is exactly `words` (space-separated).
+fn processes_running(words: &str) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmdline| {
+                String::from_utf8_lossy(&cmdline).replace('\0', " ").trim() == words
+            })
+        })
+        .collect()
+}
+
+#[test]
+fn sigterm_during_a_hung_reload_hook_ends_the_agent_and_the_hook() {
+    let setup = Setup::new();
+    let marker = setup.path().join("hook-started");
+    // A duration no other process uses, to find the hook's child afterwards.
+    let sleeper = "sleep 7013";
+    let reload = format!("touch {}; {sleeper}", marker.display());
+    setup.write_config(&[CertSpec::new("shop")
+        .reload(&reload)
+        .extra("reload_timeout = \"30m\"")]);
+    plant(&setup, "shop", 5);
+    let agent = Running::start(&setup);
+    wait_for(Duration::from_secs(30), "the reload hook to start", || {
+        marker.exists()
+    });
+    assert!(!processes_running(sleeper).is_empty());
+    let log = agent.log.clone();
+    let (code, took) = agent.stop();
+    eprintln!("SIGTERM during a hung reload hook took {took:?}");
+    assert_eq!(code, 0);
+    assert!(
+        took < Duration::from_secs(5),
+        "SIGTERM took {took:?}; {}",
+        log.lock().unwrap()
+    );
+    // The hook's whole process group went with it.
+    wait_for(
+        Duration::from_secs(5),
+        "the hook's child to be gone",
+        || processes_running(sleeper).is_empty(),
+    );
+}
