@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
 # Installs what the tests and the demo need from Debian when it is missing: Pebble (the ACME
 # test CA, started on loopback by the tests), systemd-analyze (checks the hardening of
-# the shipped units) and nginx-light (a real web server for the verification tests, started
-# by the tests on loopback with their own configuration). Needs root or sudo only when
-# something is missing.
+# the shipped units), nginx-light (a real web server for the verification tests, started
+# by the tests on loopback with their own configuration), and nginx's stream module, Apache
+# and HAProxy, whose own configuration checks validate the configurations `evercert discover`
+# reads in the tests. Needs root or sudo only when something is missing.
 set -euo pipefail
 missing=()
 command -v pebble >/dev/null 2>&1 && command -v pebble-challtestsrv >/dev/null 2>&1 || missing+=(pebble)
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
+[ -e /usr/lib/nginx/modules/ngx_stream_module.so ] || missing+=(libnginx-mod-stream)
+[ -x /usr/sbin/apache2 ] || missing+=(apache2)
+[ -x /usr/sbin/haproxy ] || missing+=(haproxy)
 [ ${#missing[@]} -eq 0 ] && exit 0
 echo "installing ${missing[*]} (Debian packages) ..." >&2
 SUDO=""

@@ -126,6 +126,34 @@ enum Command {
         after_help = "Example:\n  evercert import certbot --from /etc/letsencrypt --write /etc/evercert/evercert.toml"
     )]
     Import(ImportCommand),
+    /// Every certificate nginx, Apache and HAProxy serve on this host, from their configuration
+    #[command(
+        long_about = "Reads the web servers' configuration files (following includes) and lists every \
+certificate they serve: the server, the file:line that names it, its names, expiry, issuer, state (as in \
+`check`) and whether evercert manages or monitors it. The servers are those of [discover] in the \
+configuration, or else every one whose usual configuration file exists (/etc/nginx/nginx.conf, \
+/etc/apache2/apache2.conf, /etc/haproxy/haproxy.cfg). What cannot be resolved without running the \
+server (variables, nginx data:, HAProxy crt-stores) is listed as unresolvable.",
+        after_help = "Exit status: 0, or 2 when a configuration cannot be read or does not parse.\n\n\
+Examples:\n  evercert discover\n  evercert discover --nginx /srv/edge/nginx.conf\n  evercert discover --json | jq '.[] | select(.monitored | not)'\n  evercert discover --write /etc/evercert/discovered.toml"
+    )]
+    Discover {
+        /// Print one JSON array instead of a table
+        #[arg(long)]
+        json: bool,
+        /// Write a configuration fragment ([[monitor]] entries, commented [[certificate]] proposals) to FILE (mode 0600); never overwrites
+        #[arg(long, value_name = "FILE")]
+        write: Option<PathBuf>,
+        /// Read this nginx configuration (instead of [discover]'s or the usual ones)
+        #[arg(long, value_name = "FILE")]
+        nginx: Option<PathBuf>,
+        /// Read this Apache configuration (instead of [discover]'s or the usual ones)
+        #[arg(long, value_name = "FILE")]
+        apache: Option<PathBuf>,
+        /// Read this HAProxy configuration (instead of [discover]'s or the usual ones)
+        #[arg(long, value_name = "FILE")]
+        haproxy: Option<PathBuf>,
+    },
     /// Print the man page or shell completions (for packaging; see scripts/contrib.sh)
     #[command(subcommand, hide = true)]
     Generate(GenerateCommand),
@@ -285,6 +313,23 @@ fn run(cli: Cli) -> u8 {
         Command::Import(ImportCommand::Certbot { from, write }) => {
             cmd_import_certbot(&from, write.as_deref())
         }
+        Command::Discover {
+            json,
+            write,
+            nginx,
+            apache,
+            haproxy,
+        } => cmd_discover(
+            &config_path,
+            explicit_config,
+            json,
+            write.as_deref(),
+            crate::discover::Sources {
+                nginx,
+                apache,
+                haproxy,
+            },
+        ),
         Command::Generate(command) => cmd_generate(&command),
     }
 }
@@ -784,6 +829,77 @@ fn cmd_import_certbot(from: &Path, write: Option<&Path>) -> u8 {
         "next: evercert config check -c {check}; then evercert -c {check} renew --dry-run --force"
     );
     if imported.unreadable() > 0 { 1 } else { 0 }
+}
+
+fn cmd_discover(
+    config_path: &Path,
+    explicit_config: bool,
+    json: bool,
+    write: Option<&Path>,
+    named: crate::discover::Sources,
+) -> u8 {
+    use crate::discover;
+    // Without a configuration file (discover before evercert is set up), the usual paths.
+    let config = if explicit_config || config_path.exists() {
+        match config::load(config_path) {
+            Ok(config) => Some(config),
+            Err(errors) => {
+                print_config_errors(&errors);
+                return EXIT_USAGE;
+            }
+        }
+    } else {
+        None
+    };
+    let sources = if named.is_empty() {
+        config
+            .as_ref()
+            .and_then(|config| config.discover.clone())
+            .unwrap_or_else(discover::Sources::usual)
+    } else {
+        named
+    };
+    if sources.is_empty() {
+        eprintln!(
+            "error: no web server configuration to read: none of {}, {}, {} exists; name them in [discover] in {}",
+            discover::NGINX_CONF,
+            discover::APACHE_CONF,
+            discover::HAPROXY_CONF,
+            config_path.display()
+        );
+        return EXIT_USAGE;
+    }
+    let report = discover::run(config.as_ref(), &sources, now());
+    if json {
+        match serde_json::to_string_pretty(&report.findings) {
+            Ok(text) => println!("{text}"),
+            Err(err) => {
+                eprintln!("error: cannot encode JSON: {err}");
+                return 1;
+            }
+        }
+        for error in &report.errors {
+            eprintln!("error: {error}");
+        }
+    } else {
+        print!("{}", discover::render_table(&report));
+    }
+    if let Some(path) = write {
+        if let Err(err) = crate::import::write_new_file(path, &discover::render_fragment(&report)) {
+            eprintln!("error: {err}");
+            return EXIT_USAGE;
+        }
+        eprintln!(
+            "wrote {}; check it with `evercert config check -c {}`, then add it to the configuration",
+            path.display(),
+            path.display()
+        );
+    }
+    if report.errors.is_empty() {
+        0
+    } else {
+        EXIT_USAGE
+    }
 }
 
 fn cmd_generate(command: &GenerateCommand) -> u8 {

@@ -59,6 +59,8 @@ pub struct Config {
     pub monitors: Vec<MonitorSettings>,
     pub alerts: AlertSettings,
     pub metrics: Option<MetricsSettings>,
+    /// `[discover]`: the web servers whose certificates are monitored as if listed.
+    pub discover: Option<crate::discover::Sources>,
 }
 
 #[derive(Debug, Clone)]
@@ -419,6 +421,15 @@ struct RawMetrics {
     listen: Option<String>,
 }
 
+/// Each key: a path, or `true` for the server's usual one.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDiscover {
+    nginx: Option<toml::Value>,
+    apache: Option<toml::Value>,
+    haproxy: Option<toml::Value>,
+}
+
 /// `renew_before` may be written `"1/3"`, `"30d"` or a bare number `0.33`.
 #[derive(Debug)]
 enum NumberOrText {
@@ -456,6 +467,7 @@ const ROOT_KEYS: &[&str] = &[
     "monitor",
     "alerts",
     "metrics",
+    "discover",
 ];
 
 /// The valid keys of the table at `path` (indexes dropped: `certificate.http01`).
@@ -472,6 +484,7 @@ fn table_keys(path: &str) -> Option<&'static [&'static str]> {
         "monitor" => field_names::<RawMonitor>(),
         "alerts" => field_names::<RawAlerts>(),
         "metrics" => field_names::<RawMetrics>(),
+        "discover" => field_names::<RawDiscover>(),
         _ => return None,
     })
 }
@@ -818,6 +831,13 @@ impl Parser<'_> {
                 .and_then(|raw| self.metrics(raw)),
         };
 
+        let discover = match root.remove("discover") {
+            None => None,
+            Some(value) => self
+                .section::<RawDiscover>(Some(value), "discover", "[discover]")
+                .map(|raw| self.discover(raw, &resolve)),
+        };
+
         Config {
             source: self.file.to_owned(),
             state_dir,
@@ -827,6 +847,36 @@ impl Parser<'_> {
             monitors,
             alerts,
             metrics,
+            discover,
+        }
+    }
+
+    fn discover(
+        &mut self,
+        raw: RawDiscover,
+        resolve: &dyn Fn(&Path) -> PathBuf,
+    ) -> crate::discover::Sources {
+        use crate::discover::{APACHE_CONF, HAPROXY_CONF, NGINX_CONF};
+        let mut source = |key: &str, value: Option<toml::Value>, usual: &str| match value {
+            None | Some(toml::Value::Boolean(false)) => None,
+            Some(toml::Value::Boolean(true)) => Some(PathBuf::from(usual)),
+            Some(toml::Value::String(path)) if !path.is_empty() => Some(resolve(Path::new(&path))),
+            Some(_) => {
+                self.error_at(
+                    "discover",
+                    key,
+                    format!("`{key}` must be the path of the main configuration file, or true"),
+                    Some(format!(
+                        "write {key} = \"{usual}\" (or {key} = true for that path)"
+                    )),
+                );
+                None
+            }
+        };
+        crate::discover::Sources {
+            nginx: source("nginx", raw.nginx, NGINX_CONF),
+            apache: source("apache", raw.apache, APACHE_CONF),
+            haproxy: source("haproxy", raw.haproxy, HAPROXY_CONF),
         }
     }
 
@@ -1564,6 +1614,7 @@ webroot = "/var/www/html"
             "monitor",
             "alerts",
             "metrics",
+            "discover",
         ];
         let mut missing = Vec::new();
         for section in sections {

@@ -1209,7 +1209,9 @@ pub fn header_notes(import: &Import) -> Vec<String> {
     notes
 }
 
-fn render_certificate(out: &mut String, cert: &Translated) {
+/// One `[[certificate]]` (commented out when it cannot be imported); `discover --write` shows
+/// it for the certbot lineages it finds served.
+pub fn render_certificate(out: &mut String, cert: &Translated) {
     let mut block = String::new();
     let _ = writeln!(
         block,

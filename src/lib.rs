@@ -13,6 +13,7 @@ pub mod challenge;
 pub mod cli;
 pub mod config;
 pub mod decision;
+pub mod discover;
 pub mod fsread;
 pub mod generate;
 pub mod hooks;

@@ -153,6 +153,14 @@ pub fn file_entry(
     entry
 }
 
+/// An entry that stands for something that could not be looked at (a web server's
+/// configuration `[discover]` names that does not parse).
+pub fn error_entry(name: String, message: String) -> Entry {
+    let mut entry = Entry::blank(name, Kind::Monitored);
+    entry.error = Some(message);
+    entry
+}
+
 /// The entry of a live endpoint.
 pub fn endpoint_entry(
     name: String,
@@ -196,6 +204,8 @@ pub async fn gather(config: &Config, thresholds: Thresholds, now: OffsetDateTime
         .map(|status| managed_entry(status, now))
         .collect();
     entries.extend(gather_monitors(config, thresholds, now).await);
+    let discovered = crate::discover::monitor_entries(config, &entries, thresholds, now);
+    entries.extend(discovered);
     entries
 }
 
@@ -248,6 +258,34 @@ fn date(at: Option<OffsetDateTime>) -> String {
     )
 }
 
+/// Rows under a header, in columns as wide as their widest cell (the last is not padded).
+pub fn columns<const N: usize>(header: &[&str; N], rows: &[[String; N]]) -> String {
+    let mut widths = header.map(str::len);
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: &[String]| {
+        let mut text = String::new();
+        for (index, (cell, width)) in cells.iter().zip(widths).enumerate() {
+            if index + 1 == cells.len() {
+                text.push_str(cell);
+            } else {
+                let _ = write!(text, "{cell:<width$}  ");
+            }
+        }
+        out.push_str(text.trim_end());
+        out.push('\n');
+    };
+    line(&header.map(str::to_owned));
+    for row in rows {
+        line(row);
+    }
+    out
+}
+
 /// The human table of `status`.
 pub fn render_table(entries: &[Entry]) -> String {
     let rows: Vec<[String; 6]> = entries
@@ -273,37 +311,17 @@ pub fn render_table(entries: &[Entry]) -> String {
             ]
         })
         .collect();
-    let header = [
-        "NAME",
-        "DOMAINS",
-        "EXPIRES (UTC)",
-        "DAYS",
-        "RENEWS AT",
-        "STATE",
-    ];
-    let mut widths = header.map(str::len);
-    for row in &rows {
-        for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.chars().count());
-        }
-    }
-    let mut out = String::new();
-    let mut line = |cells: &[String]| {
-        let mut text = String::new();
-        for (index, (cell, width)) in cells.iter().zip(widths).enumerate() {
-            if index + 1 == cells.len() {
-                text.push_str(cell);
-            } else {
-                let _ = write!(text, "{cell:<width$}  ");
-            }
-        }
-        out.push_str(text.trim_end());
-        out.push('\n');
-    };
-    line(&header.map(str::to_owned));
-    for row in &rows {
-        line(row);
-    }
+    let mut out = columns(
+        &[
+            "NAME",
+            "DOMAINS",
+            "EXPIRES (UTC)",
+            "DAYS",
+            "RENEWS AT",
+            "STATE",
+        ],
+        &rows,
+    );
     for entry in entries {
         if let Some(problem) = entry.error.as_ref().or(entry.reason.as_ref()) {
             let _ = writeln!(out, "  {}: {problem}", entry.name);

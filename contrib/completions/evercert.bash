@@ -25,6 +25,9 @@ _evercert() {
             evercert,config)
                 cmd="evercert__subcmd__config"
                 ;;
+            evercert,discover)
+                cmd="evercert__subcmd__discover"
+                ;;
             evercert,generate)
                 cmd="evercert__subcmd__generate"
                 ;;
@@ -109,6 +112,9 @@ _evercert() {
             evercert__subcmd__help,config)
                 cmd="evercert__subcmd__help__subcmd__config"
                 ;;
+            evercert__subcmd__help,discover)
+                cmd="evercert__subcmd__help__subcmd__discover"
+                ;;
             evercert__subcmd__help,generate)
                 cmd="evercert__subcmd__help__subcmd__generate"
                 ;;
@@ -170,7 +176,7 @@ _evercert() {
 
     case "${cmd}" in
         evercert)
-            opts="-c -h -V --config --help --version run renew status check config account revoke import generate help"
+            opts="-c -h -V --config --help --version run renew status check config account revoke import discover generate help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -465,6 +471,44 @@ _evercert() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        evercert__subcmd__discover)
+            opts="-c -h --json --write --nginx --apache --haproxy --config --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --write)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --nginx)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --apache)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --haproxy)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         evercert__subcmd__generate)
             opts="-c -h --config --help man completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -588,7 +632,7 @@ _evercert() {
             return 0
             ;;
         evercert__subcmd__help)
-            opts="run renew status check config account revoke import generate help"
+            opts="run renew status check config account revoke import discover generate help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -688,6 +732,20 @@ _evercert() {
         evercert__subcmd__help__subcmd__config__subcmd__check)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        evercert__subcmd__help__subcmd__discover)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi

@@ -35,6 +35,7 @@ complete -c evercert -n "__fish_evercert_needs_command" -f -a "config" -d 'Confi
 complete -c evercert -n "__fish_evercert_needs_command" -f -a "account" -d 'ACME account commands'
 complete -c evercert -n "__fish_evercert_needs_command" -f -a "revoke" -d 'Revoke a managed certificate at the CA'
 complete -c evercert -n "__fish_evercert_needs_command" -f -a "import" -d 'Build a configuration from another ACME client\'s (certbot)'
+complete -c evercert -n "__fish_evercert_needs_command" -f -a "discover" -d 'Every certificate nginx, Apache and HAProxy serve on this host, from their configuration'
 complete -c evercert -n "__fish_evercert_needs_command" -f -a "generate" -d 'Print the man page or shell completions (for packaging; see scripts/contrib.sh)'
 complete -c evercert -n "__fish_evercert_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c evercert -n "__fish_evercert_using_subcommand run" -s c -l config -d 'Configuration file [default: /etc/evercert/evercert.toml]' -r -F
@@ -88,6 +89,13 @@ complete -c evercert -n "__fish_evercert_using_subcommand import; and __fish_see
 complete -c evercert -n "__fish_evercert_using_subcommand import; and __fish_seen_subcommand_from certbot" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c evercert -n "__fish_evercert_using_subcommand import; and __fish_seen_subcommand_from help" -f -a "certbot" -d 'Print (or write) an evercert configuration for certbot\'s certificates'
 complete -c evercert -n "__fish_evercert_using_subcommand import; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c evercert -n "__fish_evercert_using_subcommand discover" -l write -d 'Write a configuration fragment ([[monitor]] entries, commented [[certificate]] proposals) to FILE (mode 0600); never overwrites' -r -F
+complete -c evercert -n "__fish_evercert_using_subcommand discover" -l nginx -d 'Read this nginx configuration (instead of [discover]\'s or the usual ones)' -r -F
+complete -c evercert -n "__fish_evercert_using_subcommand discover" -l apache -d 'Read this Apache configuration (instead of [discover]\'s or the usual ones)' -r -F
+complete -c evercert -n "__fish_evercert_using_subcommand discover" -l haproxy -d 'Read this HAProxy configuration (instead of [discover]\'s or the usual ones)' -r -F
+complete -c evercert -n "__fish_evercert_using_subcommand discover" -s c -l config -d 'Configuration file [default: /etc/evercert/evercert.toml]' -r -F
+complete -c evercert -n "__fish_evercert_using_subcommand discover" -l json -d 'Print one JSON array instead of a table'
+complete -c evercert -n "__fish_evercert_using_subcommand discover" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c evercert -n "__fish_evercert_using_subcommand generate; and not __fish_seen_subcommand_from man completions help" -s c -l config -d 'Configuration file [default: /etc/evercert/evercert.toml]' -r -F
 complete -c evercert -n "__fish_evercert_using_subcommand generate; and not __fish_seen_subcommand_from man completions help" -s h -l help -d 'Print help'
 complete -c evercert -n "__fish_evercert_using_subcommand generate; and not __fish_seen_subcommand_from man completions help" -f -a "man" -d 'The man page, evercert(1), in roff'
@@ -100,16 +108,17 @@ complete -c evercert -n "__fish_evercert_using_subcommand generate; and __fish_s
 complete -c evercert -n "__fish_evercert_using_subcommand generate; and __fish_seen_subcommand_from help" -f -a "man" -d 'The man page, evercert(1), in roff'
 complete -c evercert -n "__fish_evercert_using_subcommand generate; and __fish_seen_subcommand_from help" -f -a "completions" -d 'A shell completion script'
 complete -c evercert -n "__fish_evercert_using_subcommand generate; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c evercert -n "__fish_evercert_using_subcommand help; and not __fish_seen_subcommand_from run renew status check config account revoke import generate help" -f -a "run" -d 'Run the agent in the foreground (systemd Type=notify)'
-complete -c evercert -n "__fish_evercert_using_subcommand help; and not __fish_seen_subcommand_from run renew status check config account revoke import generate help" -f -a "renew" -d 'Renew what is due (or the named certificates), then exit'
-complete -c evercert -n "__fish_evercert_using_subcommand help; and not __fish_seen_subcommand_from run renew status check config account revoke import generate help" -f -a "status" -d 'Every managed and monitored certificate and its state'
-complete -c evercert -n "__fish_evercert_using_subcommand help; and not __fish_seen_subcommand_from run renew status check config account revoke import generate help" -f -a "check" -d 'Expiry check for monitoring: exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN'
-complete -c evercert -n "__fish_evercert_using_subcommand help; and not __fish_seen_subcommand_from run renew status check config account revoke import generate help" -f -a "config" -d 'Configuration commands'
-complete -c evercert -n "__fish_evercert_using_subcommand help; and not __fish_seen_subcommand_from run renew status check config account revoke import generate help" -f -a "account" -d 'ACME account commands'
-complete -c evercert -n "__fish_evercert_using_subcommand help; and not __fish_seen_subcommand_from run renew status check config account revoke import generate help" -f -a "revoke" -d 'Revoke a managed certificate at the CA'
-complete -c evercert -n "__fish_evercert_using_subcommand help; and not __fish_seen_subcommand_from run renew status check config account revoke import generate help" -f -a "import" -d 'Build a configuration from another ACME client\'s (certbot)'
-complete -c evercert -n "__fish_evercert_using_subcommand help; and not __fish_seen_subcommand_from run renew status check config account revoke import generate help" -f -a "generate" -d 'Print the man page or shell completions (for packaging; see scripts/contrib.sh)'
-complete -c evercert -n "__fish_evercert_using_subcommand help; and not __fish_seen_subcommand_from run renew status check config account revoke import generate help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c evercert -n "__fish_evercert_using_subcommand help; and not __fish_seen_subcommand_from run renew status check config account revoke import discover generate help" -f -a "run" -d 'Run the agent in the foreground (systemd Type=notify)'
+complete -c evercert -n "__fish_evercert_using_subcommand help; and not __fish_seen_subcommand_from run renew status check config account revoke import discover generate help" -f -a "renew" -d 'Renew what is due (or the named certificates), then exit'
+complete -c evercert -n "__fish_evercert_using_subcommand help; and not __fish_seen_subcommand_from run renew status check config account revoke import discover generate help" -f -a "status" -d 'Every managed and monitored certificate and its state'
+complete -c evercert -n "__fish_evercert_using_subcommand help; and not __fish_seen_subcommand_from run renew status check config account revoke import discover generate help" -f -a "check" -d 'Expiry check for monitoring: exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN'
+complete -c evercert -n "__fish_evercert_using_subcommand help; and not __fish_seen_subcommand_from run renew status check config account revoke import discover generate help" -f -a "config" -d 'Configuration commands'
+complete -c evercert -n "__fish_evercert_using_subcommand help; and not __fish_seen_subcommand_from run renew status check config account revoke import discover generate help" -f -a "account" -d 'ACME account commands'
+complete -c evercert -n "__fish_evercert_using_subcommand help; and not __fish_seen_subcommand_from run renew status check config account revoke import discover generate help" -f -a "revoke" -d 'Revoke a managed certificate at the CA'
+complete -c evercert -n "__fish_evercert_using_subcommand help; and not __fish_seen_subcommand_from run renew status check config account revoke import discover generate help" -f -a "import" -d 'Build a configuration from another ACME client\'s (certbot)'
+complete -c evercert -n "__fish_evercert_using_subcommand help; and not __fish_seen_subcommand_from run renew status check config account revoke import discover generate help" -f -a "discover" -d 'Every certificate nginx, Apache and HAProxy serve on this host, from their configuration'
+complete -c evercert -n "__fish_evercert_using_subcommand help; and not __fish_seen_subcommand_from run renew status check config account revoke import discover generate help" -f -a "generate" -d 'Print the man page or shell completions (for packaging; see scripts/contrib.sh)'
+complete -c evercert -n "__fish_evercert_using_subcommand help; and not __fish_seen_subcommand_from run renew status check config account revoke import discover generate help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c evercert -n "__fish_evercert_using_subcommand help; and __fish_seen_subcommand_from config" -f -a "check" -d 'Validate the configuration and print every error with file:line'
 complete -c evercert -n "__fish_evercert_using_subcommand help; and __fish_seen_subcommand_from account" -f -a "show" -d 'Show the ACME account for the configured directory'
 complete -c evercert -n "__fish_evercert_using_subcommand help; and __fish_seen_subcommand_from account" -f -a "rollover" -d 'Replace the account key (new credentials are saved before anything else)'

@@ -262,6 +262,19 @@ esac
     ;;
 esac
 ;;
+(discover)
+_arguments "${_arguments_options[@]}" : \
+'--write=[Write a configuration fragment (\[\[monitor\]\] entries, commented \[\[certificate\]\] proposals) to FILE (mode 0600); never overwrites]:FILE:_files' \
+'--nginx=[Read this nginx configuration (instead of \[discover\]'\''s or the usual ones)]:FILE:_files' \
+'--apache=[Read this Apache configuration (instead of \[discover\]'\''s or the usual ones)]:FILE:_files' \
+'--haproxy=[Read this HAProxy configuration (instead of \[discover\]'\''s or the usual ones)]:FILE:_files' \
+'-c+[Configuration file \[default\: /etc/evercert/evercert.toml\]]:FILE:_files' \
+'--config=[Configuration file \[default\: /etc/evercert/evercert.toml\]]:FILE:_files' \
+'--json[Print one JSON array instead of a table]' \
+'-h[Print help (see more with '\''--help'\'')]' \
+'--help[Print help (see more with '\''--help'\'')]' \
+&& ret=0
+;;
 (generate)
 _arguments "${_arguments_options[@]}" : \
 '-c+[Configuration file \[default\: /etc/evercert/evercert.toml\]]:FILE:_files' \
@@ -427,6 +440,10 @@ _arguments "${_arguments_options[@]}" : \
     ;;
 esac
 ;;
+(discover)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
 (generate)
 _arguments "${_arguments_options[@]}" : \
 ":: :_evercert__subcmd__help__subcmd__generate_commands" \
@@ -475,6 +492,7 @@ _evercert_commands() {
 'account:ACME account commands' \
 'revoke:Revoke a managed certificate at the CA' \
 'import:Build a configuration from another ACME client'\''s (certbot)' \
+'discover:Every certificate nginx, Apache and HAProxy serve on this host, from their configuration' \
 'generate:Print the man page or shell completions (for packaging; see scripts/contrib.sh)' \
 'help:Print this message or the help of the given subcommand(s)' \
     )
@@ -571,6 +589,11 @@ _evercert__subcmd__config__subcmd__help__subcmd__help_commands() {
     local commands; commands=()
     _describe -t commands 'evercert config help help commands' commands "$@"
 }
+(( $+functions[_evercert__subcmd__discover_commands] )) ||
+_evercert__subcmd__discover_commands() {
+    local commands; commands=()
+    _describe -t commands 'evercert discover commands' commands "$@"
+}
 (( $+functions[_evercert__subcmd__generate_commands] )) ||
 _evercert__subcmd__generate_commands() {
     local commands; commands=(
@@ -625,6 +648,7 @@ _evercert__subcmd__help_commands() {
 'account:ACME account commands' \
 'revoke:Revoke a managed certificate at the CA' \
 'import:Build a configuration from another ACME client'\''s (certbot)' \
+'discover:Every certificate nginx, Apache and HAProxy serve on this host, from their configuration' \
 'generate:Print the man page or shell completions (for packaging; see scripts/contrib.sh)' \
 'help:Print this message or the help of the given subcommand(s)' \
     )
@@ -670,6 +694,11 @@ _evercert__subcmd__help__subcmd__config_commands() {
 _evercert__subcmd__help__subcmd__config__subcmd__check_commands() {
     local commands; commands=()
     _describe -t commands 'evercert help config check commands' commands "$@"
+}
+(( $+functions[_evercert__subcmd__help__subcmd__discover_commands] )) ||
+_evercert__subcmd__help__subcmd__discover_commands() {
+    local commands; commands=()
+    _describe -t commands 'evercert help discover commands' commands "$@"
 }
 (( $+functions[_evercert__subcmd__help__subcmd__generate_commands] )) ||
 _evercert__subcmd__help__subcmd__generate_commands() {

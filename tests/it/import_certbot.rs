@@ -10,135 +10,18 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use assert_cmd::Command;
+use crate::support::certbot::Certbot;
+use crate::support::certs::{self, KeyType};
+use crate::support::pebble::Pebble;
+use crate::support::setup::{Run, evercert_in as evercert};
 use evercert::config::{self, ChallengeSettings, Config, KeyType as ConfigKeyType};
 use tempfile::TempDir;
-
-use crate::support::certs::{self, KeyType, Leaf, TestCa, days_left};
-use crate::support::pebble::Pebble;
-
-/// What one run printed and how it exited.
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl std::fmt::Display for Run {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "exit {}\n--- stdout\n{}--- stderr\n{}",
-            self.code, self.stdout, self.stderr
-        )
-    }
-}
-
-fn evercert(dir: &Path, args: &[&str]) -> Run {
-    let output = Command::new(env!("CARGO_BIN_EXE_evercert"))
-        .current_dir(dir)
-        .env_remove("EVERCERT_CONFIG")
-        .env("EVERCERT_LOG", "warn")
-        .args(args)
-        .output()
-        .unwrap();
-    Run {
-        code: output.status.code().expect("killed by a signal"),
-        stdout: String::from_utf8(output.stdout).unwrap(),
-        stderr: String::from_utf8(output.stderr).unwrap(),
-    }
-}
 
 fn s(path: &Path) -> &str {
     path.to_str().unwrap()
 }
 
-/// A certbot configuration directory (what `/etc/letsencrypt` holds) in a temp dir.
-struct Certbot {
-    tmp: TempDir,
-}
-
 impl Certbot {
-    fn new() -> Self {
-        Self {
-            tmp: TempDir::new().unwrap(),
-        }
-    }
-
-    fn dir(&self) -> PathBuf {
-        self.tmp.path().join("letsencrypt")
-    }
-
-    fn work(&self) -> &Path {
-        self.tmp.path()
-    }
-
-    /// A lineage with two issued versions (certbot keeps them all) of certificates for
-    /// `domains`; `live/NAME/` points at the second. `params` is the `[renewalparams]` body
-    /// after `authenticator`-independent keys, verbatim.
-    fn lineage(&self, name: &str, domains: &[&str], key_type: KeyType, params: &str) -> Leaf {
-        let ca = TestCa::new();
-        let archive = self.dir().join("archive").join(name);
-        let live = self.dir().join("live").join(name);
-        fs::create_dir_all(&live).unwrap();
-        let mut current = None;
-        for (version, left) in [(1, -20), (2, 40)] {
-            let (not_before, not_after) = days_left(left);
-            let leaf = ca.leaf(domains, not_before, not_after, key_type);
-            certs::write(&archive.join(format!("cert{version}.pem")), &leaf.cert_pem);
-            certs::write(
-                &archive.join(format!("chain{version}.pem")),
-                &leaf.chain_pem,
-            );
-            certs::write(
-                &archive.join(format!("fullchain{version}.pem")),
-                leaf.fullchain_pem(),
-            );
-            let key = certs::write(
-                &archive.join(format!("privkey{version}.pem")),
-                &leaf.key_pem,
-            );
-            fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).unwrap();
-            current = Some(leaf);
-        }
-        for file in ["cert", "chain", "fullchain", "privkey"] {
-            std::os::unix::fs::symlink(
-                format!("../../archive/{name}/{file}2.pem"),
-                live.join(format!("{file}.pem")),
-            )
-            .unwrap();
-        }
-        self.conf(name, params);
-        current.unwrap()
-    }
-
-    /// Writes `renewal/NAME.conf` the way certbot 2.x does.
-    fn conf(&self, name: &str, params: &str) {
-        let dir = self.dir();
-        let live = dir.join("live").join(name);
-        let text = format!(
-            "# renew_before_expiry = 30 days\n\
-             version = 2.11.0\n\
-             archive_dir = {archive}\n\
-             cert = {live}/cert.pem\n\
-             privkey = {live}/privkey.pem\n\
-             chain = {live}/chain.pem\n\
-             fullchain = {live}/fullchain.pem\n\
-             \n\
-             # Options used in the renewal process\n\
-             [renewalparams]\n\
-             account = 0123456789abcdef0123456789abcdef\n\
-             {params}",
-            archive = dir.join("archive").join(name).display(),
-            live = live.display(),
-        );
-        certs::write(&dir.join("renewal").join(format!("{name}.conf")), text);
-    }
-
-    fn live(&self, name: &str, file: &str) -> PathBuf {
-        self.dir().join("live").join(name).join(file)
-    }
-
     /// `evercert import certbot --from DIR`, plus the output checked by `config check`.
     fn import(&self) -> (Run, Config) {
         let run = evercert(

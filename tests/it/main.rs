@@ -9,6 +9,7 @@ mod concurrency;
 mod config_warnings;
 mod crash;
 mod decision;
+mod discover;
 mod docs;
 mod fuzz;
 mod hostile_clients;

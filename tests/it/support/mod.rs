@@ -4,6 +4,7 @@
 #![allow(unreachable_pub, dead_code)]
 
 pub mod ari;
+pub mod certbot;
 pub mod certs;
 pub mod chaos;
 pub mod faultproxy;

@@ -106,6 +106,25 @@ impl Run {
     }
 }
 
+impl std::fmt::Display for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.all())
+    }
+}
+
+/// Runs the built `evercert ARGS` in `dir`, without a configuration of its own (no Pebble):
+/// the import and discover tests name theirs with `-c` when they need one.
+pub fn evercert_in(dir: &Path, args: &[&str]) -> Run {
+    let output = Command::new(env!("CARGO_BIN_EXE_evercert"))
+        .current_dir(dir)
+        .env_remove("EVERCERT_CONFIG")
+        .env("EVERCERT_LOG", "warn")
+        .args(args)
+        .output()
+        .expect("run evercert");
+    Run::from_output(&output)
+}
+
 /// A temporary directory, a Pebble, and an evercert configuration for them.
 pub struct Setup {
     pub dir: tempfile::TempDir,
