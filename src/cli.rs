@@ -471,7 +471,7 @@ fn cmd_check(
     };
     if entries.is_empty() {
         println!(
-            "UNKNOWN nothing to check: name files or HOST:PORT endpoints, or configure certificates"
+            "UNKNOWN - nothing to check: name files or HOST:PORT endpoints, or configure certificates"
         );
         return EXIT_UNKNOWN;
     }
@@ -481,9 +481,11 @@ fn cmd_check(
         }
     } else {
         let mut stdout = std::io::stdout().lock();
-        for entry in &entries {
-            let _ = writeln!(stdout, "{}", report::render_check_line(entry, now));
-        }
+        let _ = write!(
+            stdout,
+            "{}",
+            report::render_check(&entries, thresholds, now)
+        );
     }
     report::check_exit_code(&entries)
 }

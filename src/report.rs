@@ -368,11 +368,7 @@ pub fn render_table(entries: &[Entry]) -> String {
 
 /// One monitoring-plugin line: `CRITICAL api.example.com:443: expired 2 days ago (…)`.
 pub fn render_check_line(entry: &Entry, now: OffsetDateTime) -> String {
-    let label = match entry.state.check_exit_code() {
-        0 => "OK",
-        1 => "WARNING",
-        _ => "CRITICAL",
-    };
+    let label = check_label(entry.state.check_exit_code());
     let detail = match (&entry.error, entry.not_after) {
         (Some(error), _) => error.clone(),
         (None, Some(not_after)) => {
@@ -395,7 +391,13 @@ pub fn render_check_line(entry: &Entry, now: OffsetDateTime) -> String {
             .clone()
             .unwrap_or_else(|| "no certificate".into()),
     };
-    let mut line = format!("{label} {}: {} {detail}", entry.target(), entry.state);
+    // The label already says ok/warning/critical and the detail says expired: only `due`
+    // adds something (healthy for a monitor, but the agent should be renewing it).
+    let mut line = if entry.state == CertState::Due {
+        format!("{label} {}: due for renewal, {detail}", entry.target())
+    } else {
+        format!("{label} {}: {detail}", entry.target())
+    };
     if entry.state != CertState::Error && entry.kind == Kind::Managed && entry.reason.is_some() {
         let _ = write!(line, "; {}", entry.reason.as_deref().unwrap_or_default());
     }
@@ -403,6 +405,78 @@ pub fn render_check_line(entry: &Entry, now: OffsetDateTime) -> String {
         let _ = write!(line, " [not trusted: {trust}]");
     }
     line
+}
+
+fn check_label(code: u8) -> &'static str {
+    match code {
+        0 => "OK",
+        1 => "WARNING",
+        2 => "CRITICAL",
+        _ => "UNKNOWN",
+    }
+}
+
+/// `check`'s whole output in the monitoring-plugin shape (Nagios plugin guidelines, also
+/// read by Icinga, Checkmk, Zabbix' Nagios items): a first line `STATUS - summary | perfdata`
+/// with the days left for every target, so the days left can be graphed, and with several
+/// targets one line per target below it.
+pub fn render_check(entries: &[Entry], thresholds: Thresholds, now: OffsetDateTime) -> String {
+    let status = check_label(check_exit_code(entries));
+    let perfdata: Vec<String> = entries
+        .iter()
+        .map(|entry| perfdata(entry, thresholds))
+        .collect();
+    let mut out = match entries {
+        [entry] => {
+            let line = render_check_line(entry, now);
+            let detail = line.split_once(' ').map_or(line.as_str(), |(_, rest)| rest);
+            format!("{status} - {detail}")
+        }
+        _ => {
+            let mut counts = Vec::new();
+            for code in [2, 1, 0] {
+                let count = entries
+                    .iter()
+                    .filter(|entry| entry.state.check_exit_code() == code)
+                    .count();
+                if count > 0 {
+                    counts.push(format!("{count} {}", check_label(code).to_lowercase()));
+                }
+            }
+            format!(
+                "{status} - {} targets: {}",
+                entries.len(),
+                counts.join(", ")
+            )
+        }
+    };
+    let _ = writeln!(out, " | {}", perfdata.join(" "));
+    if entries.len() > 1 {
+        for entry in entries {
+            let _ = writeln!(out, "{}", render_check_line(entry, now));
+        }
+    }
+    out
+}
+
+/// `'name'=DAYSd;WARN:;CRIT:` — days left, with the thresholds in force for this
+/// certificate's lifetime as plugin ranges (`30:` alerts below 30); `U` when there is no
+/// certificate to count days on.
+fn perfdata(entry: &Entry, thresholds: Thresholds) -> String {
+    let label = entry.name.replace(['\'', '='], "_");
+    let (Some(days), Some(not_before), Some(not_after)) =
+        (entry.days_left, entry.not_before, entry.not_after)
+    else {
+        return format!("'{label}'=U");
+    };
+    let (warn, critical) = thresholds.effective(not_after - not_before);
+    let in_days =
+        |duration: time::Duration| (duration.as_seconds_f64() / 86_400.0 * 100.0).round() / 100.0;
+    format!(
+        "'{label}'={days}d;{}:;{}:",
+        in_days(warn),
+        in_days(critical)
+    )
 }
 
 /// The check exit code for several entries: the worst wins; no entries is UNKNOWN.

@@ -702,25 +702,35 @@ fn check_files_without_config_exit_by_expiry() {
     )
     .write_reversed(&dir.join("reversed.pem"));
 
-    for (file, code, label, detail) in [
-        ("60d.pem", 0, "OK", "ok expires"),
-        ("20d.pem", 1, "WARNING", "warning expires"),
-        ("5d.pem", 2, "CRITICAL", "critical expires"),
-        ("expired.pem", 2, "CRITICAL", "expired expired"),
-        ("garbage.pem", 2, "CRITICAL", "not a certificate"),
-        ("empty.pem", 2, "CRITICAL", "empty"),
-        ("missing.pem", 2, "CRITICAL", "not found"),
-        ("reversed.pem", 2, "CRITICAL", "out of order"),
+    for (file, code, label, detail, days) in [
+        ("60d.pem", 0, "OK", ": expires", Some(60.0)),
+        ("20d.pem", 1, "WARNING", ": expires", Some(20.0)),
+        ("5d.pem", 2, "CRITICAL", ": expires", Some(5.0)),
+        ("expired.pem", 2, "CRITICAL", ": expired ", Some(-1.0)),
+        ("garbage.pem", 2, "CRITICAL", "not a certificate", None),
+        ("empty.pem", 2, "CRITICAL", "empty", None),
+        ("missing.pem", 2, "CRITICAL", "not found", None),
+        ("reversed.pem", 2, "CRITICAL", "out of order", None),
     ] {
         let out = run_in(dir, &["check", file]);
         assert_eq!(out.code, code, "{file}: {out}");
         let lines = out.lines();
-        assert_eq!(lines.len(), 1, "{file}: {out}");
+        assert_eq!(lines.len(), 1, "one target, one line: {file}: {out}");
         assert!(
-            lines[0].starts_with(&format!("{label} {file}: ")),
+            lines[0].starts_with(&format!("{label} - {file}: ")),
             "{file}: {out}"
         );
         assert!(lines[0].contains(detail), "{file}: {detail:?} in {out}");
+        for doubled in ["ok expires", "expired expired", "critical expires"] {
+            assert!(!lines[0].contains(doubled), "{doubled:?} in {out}");
+        }
+        let perf = perfdata(&lines[0]);
+        assert_eq!(perf.len(), 1, "{out}");
+        assert_eq!(perf[0].0, file, "{out}");
+        match days {
+            Some(days) => assert_perf_days(&perf[0], days, "30:;7:"),
+            None => assert_eq!(perf[0].1, "U", "{out}"),
+        }
     }
 
     // No configuration was needed: `status`, which does need one, fails in the same place.
@@ -757,8 +767,26 @@ fn check_worst_state_wins_one_line_per_target() {
         let out = run_in(dir, &args);
         assert_eq!(out.code, code, "{targets:?}: {out}");
         let lines = out.lines();
-        assert_eq!(lines.len(), targets.len(), "{targets:?}: {out}");
-        for (line, target) in lines.iter().zip(&targets) {
+        let status = ["OK", "WARNING", "CRITICAL"][code as usize];
+        assert!(lines[0].starts_with(&format!("{status} - ")), "{out}");
+        let labels: Vec<String> = perfdata(&lines[0])
+            .into_iter()
+            .map(|(label, _)| label)
+            .collect();
+        assert_eq!(
+            labels, targets,
+            "perfdata for every target, in order: {out}"
+        );
+        if targets.len() == 1 {
+            assert_eq!(lines.len(), 1, "{out}");
+            continue;
+        }
+        assert!(
+            lines[0].contains(&format!("{} targets: ", targets.len())),
+            "{out}"
+        );
+        assert_eq!(lines.len(), 1 + targets.len(), "{targets:?}: {out}");
+        for (line, target) in lines[1..].iter().zip(&targets) {
             assert!(
                 line.contains(&format!(" {target}: ")),
                 "lines follow the targets' order: {targets:?}: {out}"
@@ -783,16 +811,21 @@ fn check_thresholds_from_the_command_line_are_literal() {
     assert_eq!(out.code, 0, "{out}");
     let out = run_in(dir, &["check", "--warn", "90d", "60d.pem"]);
     assert_eq!(out.code, 1, "{out}");
-    assert!(out.stdout.starts_with("WARNING 60d.pem: warning"), "{out}");
+    assert!(
+        out.stdout.starts_with("WARNING - 60d.pem: expires"),
+        "{out}"
+    );
+    assert_perf_days(&perfdata(&out.lines()[0])[0], 60.0, "90:;7:");
     let out = run_in(
         dir,
         &["check", "--warn", "90d", "--critical", "61d", "60d.pem"],
     );
     assert_eq!(out.code, 2, "{out}");
     assert!(
-        out.stdout.starts_with("CRITICAL 60d.pem: critical"),
+        out.stdout.starts_with("CRITICAL - 60d.pem: expires"),
         "{out}"
     );
+    assert_perf_days(&perfdata(&out.lines()[0])[0], 60.0, "90:;61:");
 }
 
 #[test]
@@ -811,11 +844,13 @@ fn check_short_lifetimes_scale_the_default_thresholds() {
     .write_fullchain(&dir.join("short.pem"));
     let out = run_in(dir, &["check", "short.pem"]);
     assert_eq!(out.code, 0, "{out}");
-    assert!(out.stdout.starts_with("OK short.pem: ok"), "{out}");
+    assert!(out.stdout.starts_with("OK - short.pem: expires"), "{out}");
+    // The perfdata thresholds are the scaled ones: a third and a sixth of 6 days.
+    assert_perf_days(&perfdata(&out.lines()[0])[0], 5.0, "2:;1:");
     let out = run_in(dir, &["check", "--critical", "7d", "short.pem"]);
     assert_eq!(out.code, 2, "{out}");
     assert!(
-        out.stdout.starts_with("CRITICAL short.pem: critical"),
+        out.stdout.starts_with("CRITICAL - short.pem: expires"),
         "{out}"
     );
 
@@ -946,13 +981,15 @@ fn check_endpoint_reports_expiry_even_when_untrusted() {
     assert_eq!(out.code, 0, "{out}");
     assert!(
         out.stdout
-            .starts_with(&format!("OK {}: ok expires", fresh_server.endpoint())),
+            .starts_with(&format!("OK - {}: expires", fresh_server.endpoint())),
         "{out}"
     );
     assert!(out.stdout.contains("[not trusted: "), "{out}");
     let out = run_in(tmp.path(), &["check", &expired_server.endpoint()]);
     assert_eq!(out.code, 2, "{out}");
-    assert!(out.stdout.starts_with("CRITICAL "), "{out}");
+    assert!(out.stdout.starts_with("CRITICAL - "), "{out}");
+    assert!(out.stdout.contains(": expired "), "{out}");
+    assert_perf_days(&perfdata(&out.lines()[0])[0], -2.0, "30:;7:");
 
     let out = run_in(
         tmp.path(),
@@ -1001,10 +1038,15 @@ fn check_endpoint_with_nothing_listening_is_critical() {
     let lines = out.lines();
     assert_eq!(lines.len(), 1, "{out}");
     assert!(
-        lines[0].starts_with(&format!("CRITICAL {endpoint}: error ")),
+        lines[0].starts_with(&format!("CRITICAL - {endpoint}: ")),
         "{out}"
     );
     assert!(lines[0].contains("cannot connect"), "{out}");
+    assert_eq!(
+        perfdata(&lines[0]),
+        [(endpoint.clone(), "U".to_owned())],
+        "{out}"
+    );
 
     let out = run_in(tmp.path(), &["check", "--json", &endpoint]);
     assert_eq!(out.code, 2, "{out}");
@@ -1055,15 +1097,23 @@ fn check_without_targets_checks_the_config() {
     let out = run_in(dir, &["check", "-c", config]);
     assert_eq!(out.code, 1, "the 20-day certificate warns: {out}");
     let lines = out.lines();
-    assert_eq!(lines.len(), 4, "{out}");
+    assert_eq!(lines.len(), 5, "{out}");
+    assert!(
+        lines[0].starts_with("WARNING - 4 targets: 1 warning, 3 ok | "),
+        "{out}"
+    );
+    let perf = perfdata(&lines[0]);
+    let labels: Vec<&str> = perf.iter().map(|(label, _)| label.as_str()).collect();
+    assert_eq!(labels, ["fresh", "soon", "partner", "api"], "{out}");
+    assert_perf_days(&perf[1], 20.0, "30:;7:");
     let fresh_path = cert_path(dir, "fresh");
     let soon_path = cert_path(dir, "soon");
     let partner_path = dir.join("partner.pem");
-    for (line, prefix) in lines.iter().zip([
-        format!("OK {}: ok", fresh_path.display()),
-        format!("WARNING {}: warning", soon_path.display()),
-        format!("OK {}: ok", partner_path.display()),
-        format!("OK {}: ok", server.endpoint()),
+    for (line, prefix) in lines[1..].iter().zip([
+        format!("OK {}: expires", fresh_path.display()),
+        format!("WARNING {}: expires", soon_path.display()),
+        format!("OK {}: expires", partner_path.display()),
+        format!("OK {}: expires", server.endpoint()),
     ]) {
         assert!(line.starts_with(&prefix), "{prefix:?}:\n{out}");
     }
@@ -1117,12 +1167,13 @@ fn check_thresholds_from_the_command_line_apply_to_managed_certificates() {
     );
     assert_eq!(out.code, 0, "{out}");
     let lines = out.lines();
+    assert!(lines[0].starts_with("OK - 2 targets: 2 ok | "), "{out}");
     assert!(
-        lines[0].starts_with("OK ") && lines[0].contains(": due "),
+        lines[1].starts_with("OK ") && lines[1].contains(": due for renewal, expires "),
         "{out}"
     );
     assert!(
-        lines[1].starts_with("OK ") && lines[1].contains(": ok "),
+        lines[2].starts_with("OK ") && lines[2].contains(": expires "),
         "{out}"
     );
     // And literally: a 30-day critical threshold makes both critical.
@@ -1216,4 +1267,38 @@ fn every_example_config_is_valid() {
         failures.is_empty(),
         "invalid example configurations:\n{failures}"
     );
+}
+
+/// The performance data after `|` on a plugin's first line: (label, value with its
+/// thresholds), e.g. `'shop'=20.5d;30:;7:` → ("shop", "20.5d;30:;7:").
+fn perfdata(first_line: &str) -> Vec<(String, String)> {
+    let (_, perf) = first_line
+        .split_once(" | ")
+        .unwrap_or_else(|| panic!("no performance data in {first_line:?}"));
+    let mut items = Vec::new();
+    let mut rest = perf.trim();
+    while let Some(after_quote) = rest.strip_prefix('\'') {
+        let (label, after_label) = after_quote.split_once("'=").unwrap();
+        let (value, next) = after_label.split_once(' ').unwrap_or((after_label, ""));
+        items.push((label.to_owned(), value.to_owned()));
+        rest = next.trim_start();
+    }
+    assert!(
+        rest.is_empty(),
+        "unparsed performance data {rest:?} in {first_line:?}"
+    );
+    items
+}
+
+/// `value` is `DAYSd;THRESHOLDS` with DAYS within a tenth of a day of `days`.
+fn assert_perf_days((label, value): &(String, String), days: f64, thresholds: &str) {
+    let (number, rest) = value
+        .split_once("d;")
+        .unwrap_or_else(|| panic!("{label}: {value:?} is not DAYSd;WARN;CRIT"));
+    let number: f64 = number.parse().unwrap();
+    assert!(
+        (number - days).abs() < 0.1,
+        "{label}: {value:?}, expected {days} days"
+    );
+    assert_eq!(rest, thresholds, "{label}: {value:?}");
 }
