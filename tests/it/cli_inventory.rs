@@ -724,7 +724,7 @@ fn check_files_without_config_exit_by_expiry() {
         for doubled in ["ok expires", "expired expired", "critical expires"] {
             assert!(!lines[0].contains(doubled), "{doubled:?} in {out}");
         }
-        let perf = perfdata(&lines[0]);
+        let perf = perfdata(lines[0]);
         assert_eq!(perf.len(), 1, "{out}");
         assert_eq!(perf[0].0, file, "{out}");
         match days {
@@ -769,7 +769,7 @@ fn check_worst_state_wins_one_line_per_target() {
         let lines = out.lines();
         let status = ["OK", "WARNING", "CRITICAL"][code as usize];
         assert!(lines[0].starts_with(&format!("{status} - ")), "{out}");
-        let labels: Vec<String> = perfdata(&lines[0])
+        let labels: Vec<String> = perfdata(lines[0])
             .into_iter()
             .map(|(label, _)| label)
             .collect();
@@ -815,7 +815,7 @@ fn check_thresholds_from_the_command_line_are_literal() {
         out.stdout.starts_with("WARNING - 60d.pem: expires"),
         "{out}"
     );
-    assert_perf_days(&perfdata(&out.lines()[0])[0], 60.0, "90:;7:");
+    assert_perf_days(&perfdata(out.lines()[0])[0], 60.0, "90:;7:");
     let out = run_in(
         dir,
         &["check", "--warn", "90d", "--critical", "61d", "60d.pem"],
@@ -825,7 +825,7 @@ fn check_thresholds_from_the_command_line_are_literal() {
         out.stdout.starts_with("CRITICAL - 60d.pem: expires"),
         "{out}"
     );
-    assert_perf_days(&perfdata(&out.lines()[0])[0], 60.0, "90:;61:");
+    assert_perf_days(&perfdata(out.lines()[0])[0], 60.0, "90:;61:");
 }
 
 #[test]
@@ -846,7 +846,7 @@ fn check_short_lifetimes_scale_the_default_thresholds() {
     assert_eq!(out.code, 0, "{out}");
     assert!(out.stdout.starts_with("OK - short.pem: expires"), "{out}");
     // The perfdata thresholds are the scaled ones: a third and a sixth of 6 days.
-    assert_perf_days(&perfdata(&out.lines()[0])[0], 5.0, "2:;1:");
+    assert_perf_days(&perfdata(out.lines()[0])[0], 5.0, "2:;1:");
     let out = run_in(dir, &["check", "--critical", "7d", "short.pem"]);
     assert_eq!(out.code, 2, "{out}");
     assert!(
@@ -989,7 +989,7 @@ fn check_endpoint_reports_expiry_even_when_untrusted() {
     assert_eq!(out.code, 2, "{out}");
     assert!(out.stdout.starts_with("CRITICAL - "), "{out}");
     assert!(out.stdout.contains(": expired "), "{out}");
-    assert_perf_days(&perfdata(&out.lines()[0])[0], -2.0, "30:;7:");
+    assert_perf_days(&perfdata(out.lines()[0])[0], -2.0, "30:;7:");
 
     let out = run_in(
         tmp.path(),
@@ -1043,7 +1043,7 @@ fn check_endpoint_with_nothing_listening_is_critical() {
     );
     assert!(lines[0].contains("cannot connect"), "{out}");
     assert_eq!(
-        perfdata(&lines[0]),
+        perfdata(lines[0]),
         [(endpoint.clone(), "U".to_owned())],
         "{out}"
     );
@@ -1102,7 +1102,7 @@ fn check_without_targets_checks_the_config() {
         lines[0].starts_with("WARNING - 4 targets: 1 warning, 3 ok | "),
         "{out}"
     );
-    let perf = perfdata(&lines[0]);
+    let perf = perfdata(lines[0]);
     let labels: Vec<&str> = perf.iter().map(|(label, _)| label.as_str()).collect();
     assert_eq!(labels, ["fresh", "soon", "partner", "api"], "{out}");
     assert_perf_days(&perf[1], 20.0, "30:;7:");
