@@ -446,7 +446,7 @@ impl Agent {
                 for (name, outcome) in &report.outcomes {
                     let (success, verify_failed) = match outcome {
                         Outcome::Renewed { .. } => (true, false),
-                        Outcome::Failed(failure) => (false, failure.step == "verify"),
+                        Outcome::Failed(failure) => (false, failure.step == renew::Step::Verify),
                         Outcome::NotDue { .. } | Outcome::DryRun { .. } => continue,
                     };
                     self.metrics
@@ -660,7 +660,7 @@ impl Agent {
             let facts = AlertFacts {
                 state: entry.state,
                 failures: history.failures,
-                verify_failed: history.failure_step.as_deref() == Some("verify"),
+                verify_failed: history.failure_step == Some(renew::Step::Verify),
             };
             let (events, next) = schedule::alerts_due(&memory, facts, now);
             for event in events {
@@ -1092,9 +1092,15 @@ mod tests {
                 let name = names[0].clone();
                 let mut history = state.load(&name);
                 let outcome = if self.fail {
-                    history.record_failure(FailureKind::Transient, "order", "CA down", None, now);
+                    history.record_failure(
+                        FailureKind::Transient,
+                        renew::Step::Order,
+                        "CA down",
+                        None,
+                        now,
+                    );
                     Outcome::Failed(Failure {
-                        step: "order",
+                        step: renew::Step::Order,
                         message: "CA down".into(),
                         kind: FailureKind::Transient,
                         retry_after: None,

@@ -1102,17 +1102,14 @@ impl Parser<'_> {
     ) -> Option<CertificateSettings> {
         let name = self.required(path, "name", raw.name, "\"shop\"");
         if let Some(name) = &name
-            && (name.is_empty()
-                || !name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
-                || name.starts_with('.'))
+            && !crate::names::is_valid(name)
         {
             self.error_at(
                 path,
                 "name",
                 format!(
-                    "certificate name \"{name}\" may hold only letters, digits, '.', '-' and '_'"
+                    "certificate name \"{name}\" may hold only {}",
+                    crate::names::RULE
                 ),
                 Some("names become directory names in the archive; write name = \"shop\"".into()),
             );

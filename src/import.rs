@@ -646,23 +646,9 @@ fn most_common_server(lineages: &[Lineage]) -> String {
     best.map_or_else(|| CERTBOT_DEFAULT_SERVER.to_owned(), |(server, _)| server)
 }
 
-/// evercert's names allow letters, digits, `.`, `-` and `_`.
+/// A valid evercert name from a certbot lineage (`names`).
 fn sanitize_name(lineage: &str) -> String {
-    let name: String = lineage
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') {
-                c
-            } else {
-                '-'
-            }
-        })
-        .collect();
-    if name.is_empty() {
-        "certbot".to_owned()
-    } else {
-        name
-    }
+    crate::names::sanitize(lineage, "certbot")
 }
 
 fn unique_name(name: &str, used: &[String]) -> String {

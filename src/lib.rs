@@ -23,6 +23,7 @@ pub mod listener;
 pub mod lock;
 pub mod logging;
 pub mod metrics;
+pub mod names;
 pub mod policy;
 pub mod probe;
 pub mod renew;

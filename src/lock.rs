@@ -56,7 +56,8 @@ pub enum LockError {
         waited: Duration,
     },
     #[error(
-        "certificate name {name:?} cannot be used as a file name; use letters, digits, '.', '-' and '_', not starting with '.'"
+        "certificate name {name:?} cannot be used as a file name; use {}",
+        crate::names::RULE
     )]
     InvalidName { name: String },
     #[error(

@@ -57,7 +57,7 @@ const ONE_SHOT_RETRY_AFTER_MAX: Duration = Duration::from_secs(30);
 
 /// How long to wait before trying this failure again within the run, or `None`.
 fn one_shot_wait(failure: &Failure, base: Duration, now: OffsetDateTime) -> Option<Duration> {
-    if !matches!(failure.step, "account" | "order" | "check") {
+    if !failure.step.retried_in_a_run() {
         return None;
     }
     let asked = failure
@@ -92,10 +92,62 @@ pub enum Outcome {
     Failed(Failure),
 }
 
+/// The step of the pipeline where a renewal failed. Serde keeps the names state files have
+/// always held (`"order"`, `"verify"`, …), so existing histories load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Step {
+    /// Reading the certificate on disk.
+    Inspect,
+    /// Taking the renewal lock.
+    Lock,
+    /// Proving, before ordering, that the new files can be written.
+    Preflight,
+    /// Loading or registering the ACME account.
+    Account,
+    /// The ACME order: authorizations, challenges, finalization, download.
+    Order,
+    /// Checking what the CA sent (chain, key, names, dates).
+    Check,
+    /// Writing the new version and making it live.
+    Store,
+    /// The reload hook.
+    Reload,
+    /// The served certificate after the reload.
+    Verify,
+}
+
+impl Step {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Inspect => "inspect",
+            Self::Lock => "lock",
+            Self::Preflight => "preflight",
+            Self::Account => "account",
+            Self::Order => "order",
+            Self::Check => "check",
+            Self::Store => "store",
+            Self::Reload => "reload",
+            Self::Verify => "verify",
+        }
+    }
+
+    /// Steps that talk to the CA or check its answer: worth trying again within a run.
+    fn retried_in_a_run(self) -> bool {
+        matches!(self, Self::Account | Self::Order | Self::Check)
+    }
+}
+
+impl std::fmt::Display for Step {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A failed renewal: at which step, why, and how soon it is worth trying again.
 #[derive(Debug, Clone)]
 pub struct Failure {
-    pub step: &'static str,
+    pub step: Step,
     pub message: String,
     pub kind: FailureKind,
     pub retry_after: Option<OffsetDateTime>,
@@ -104,7 +156,7 @@ pub struct Failure {
 }
 
 impl Failure {
-    fn new(step: &'static str, kind: FailureKind, message: impl Into<String>) -> Self {
+    fn new(step: Step, kind: FailureKind, message: impl Into<String>) -> Self {
         Self {
             step,
             message: message.into(),
@@ -117,7 +169,7 @@ impl Failure {
     fn from_acme(err: AcmeError) -> Self {
         Self {
             account_gone: err.account_gone(),
-            step: "order",
+            step: Step::Order,
             message: err.message,
             kind: err.kind,
             retry_after: err.retry_after.map(OffsetDateTime::from),
@@ -243,7 +295,7 @@ pub async fn run(
                 .or(status.assessment.reason)
                 .unwrap_or_else(|| "the certificate cannot be read".to_owned());
             let failure = Failure::new(
-                "inspect",
+                Step::Inspect,
                 FailureKind::Permanent,
                 format!(
                     "{problem}; evercert must be able to read and replace cert_path and key_path: fix their directories or permissions, or the paths in the configuration"
@@ -322,7 +374,7 @@ pub async fn run(
             Ok(client) => break Arc::new(client),
             Err(err) => {
                 let failure = Failure {
-                    step: "account",
+                    step: Step::Account,
                     kind: err.kind,
                     retry_after: err.retry_after.map(OffsetDateTime::from),
                     account_gone: false,
@@ -677,14 +729,14 @@ async fn make_pending_live(
 ) -> Result<Live, Failure> {
     let (_guard, _) = acquire_lock(deps, &cert.name).await?;
     let store_failure = |err: crate::store::StoreError| {
-        Failure::new("store", FailureKind::Permanent, err.to_string())
+        Failure::new(Step::Store, FailureKind::Permanent, err.to_string())
     };
     deps.store.recover(&target(cert)).map_err(store_failure)?;
     // Another evercert may have deployed something meanwhile.
     let current = deps.store.current(&cert.name).map_err(store_failure)?;
     if current != live.installed.previous {
         return Err(Failure::new(
-            "store",
+            Step::Store,
             FailureKind::Transient,
             format!(
                 "another evercert changed the live version of {} meanwhile; the next run decides again",
@@ -835,7 +887,7 @@ async fn acquire_lock(
             }
             Err(err) => {
                 return Err(Failure::new(
-                    "lock",
+                    Step::Lock,
                     FailureKind::Transient,
                     err.to_string(),
                 ));
@@ -884,7 +936,7 @@ async fn order_and_store(
     if !dry_run {
         deps.store
             .recover(&target(cert))
-            .map_err(|err| Failure::new("store", FailureKind::Permanent, err.to_string()))?;
+            .map_err(|err| Failure::new(Step::Store, FailureKind::Permanent, err.to_string()))?;
     }
     preflight(cert, deps, dry_run)?;
     let reuse_key = if cert.reuse_key {
@@ -927,7 +979,7 @@ async fn order_and_store(
     let file = check_issued(&issued.chain_pem, &issued.key_pem, &cert.domains, now).map_err(
         |message| {
             Failure::new(
-                "check",
+                Step::Check,
                 FailureKind::Transient,
                 format!("the CA's certificate was not written: {message}"),
             )
@@ -959,7 +1011,7 @@ async fn order_and_store(
     let installed = deps
         .store
         .install(&target(cert), &pair)
-        .map_err(|err| Failure::new("store", FailureKind::Permanent, err.to_string()))?;
+        .map_err(|err| Failure::new(Step::Store, FailureKind::Permanent, err.to_string()))?;
     prune(cert, config.renewal.archive_keep, &installed, deps);
     (deps.progress)(
         name,
@@ -981,7 +1033,7 @@ async fn order_and_store(
 /// is there may be archived, so a sandbox mistake (ReadWritePaths=) costs no issuance.
 fn preflight(cert: &CertificateSettings, deps: &Deps<'_>, dry_run: bool) -> Result<(), Failure> {
     let failed = |err: crate::store::StoreError| {
-        Failure::new("preflight", FailureKind::Permanent, err.to_string())
+        Failure::new(Step::Preflight, FailureKind::Permanent, err.to_string())
     };
     if !dry_run {
         deps.store.preflight(&target(cert)).map_err(failed)?;
@@ -1070,7 +1122,7 @@ fn dry_run_check(
             .map_err(|err| err.to_string())?;
         Ok(())
     })();
-    result.map_err(|message| Failure::new("check", FailureKind::Transient, message))?;
+    result.map_err(|message| Failure::new(Step::Check, FailureKind::Transient, message))?;
     (deps.progress)(
         &cert.name,
         &format!(
@@ -1147,7 +1199,7 @@ async fn reload_and_verify<'c>(
                     let message = format!("reload hook failed: {err}; {again}{restored}");
                     results.push((
                         cert,
-                        Err(Failure::new("reload", FailureKind::Permanent, message)),
+                        Err(Failure::new(Step::Reload, FailureKind::Permanent, message)),
                     ));
                 }
             }
@@ -1261,7 +1313,7 @@ async fn finish_verify<'c>(
             (
                 cert,
                 Err(Failure::new(
-                    "verify",
+                    Step::Verify,
                     FailureKind::Permanent,
                     format!("{message}{again}{restored}"),
                 )),

@@ -11,6 +11,7 @@ use time::macros::format_description;
 
 use crate::acme::FailureKind;
 use crate::decision::Reason;
+use crate::renew::Step;
 
 /// One certificate's renewal history.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -24,7 +25,7 @@ pub struct CertHistory {
     pub failure_kind: Option<FailureKind>,
     /// The pipeline step that failed (`order`, `reload`, `verify`, …).
     #[serde(default)]
-    pub failure_step: Option<String>,
+    pub failure_step: Option<Step>,
     /// Failures since the last success.
     #[serde(default)]
     pub failures: u32,
@@ -68,7 +69,7 @@ impl CertHistory {
     pub fn record_failure(
         &mut self,
         kind: FailureKind,
-        step: &str,
+        step: Step,
         error: &str,
         retry_after: Option<OffsetDateTime>,
         now: OffsetDateTime,
@@ -76,7 +77,7 @@ impl CertHistory {
         self.last_failure = Some(now);
         self.last_error = Some(error.to_owned());
         self.failure_kind = Some(kind);
-        self.failure_step = Some(step.to_owned());
+        self.failure_step = Some(step);
         self.failures = self.failures.saturating_add(1);
         self.retry_after = retry_after;
     }
@@ -204,8 +205,8 @@ mod tests {
         let now = OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
         let mut history = store.load("shop");
         assert_eq!(history, CertHistory::default());
-        history.record_failure(FailureKind::Transient, "order", "down", None, now);
-        history.record_failure(FailureKind::Transient, "order", "down", None, now);
+        history.record_failure(FailureKind::Transient, Step::Order, "down", None, now);
+        history.record_failure(FailureKind::Transient, Step::Order, "down", None, now);
         store.save("shop", &history).unwrap();
         let mut loaded = store.load("shop");
         assert_eq!(loaded.failures, 2);
@@ -213,6 +214,15 @@ mod tests {
         assert_eq!(loaded.failures, 0);
         assert_eq!(loaded.renewals, 1);
         std::fs::write(dir.path().join("state/broken.json"), b"{not json").unwrap();
+        // A history written before steps were an enum (strings) still loads.
+        std::fs::write(
+            dir.path().join("state/old.json"),
+            br#"{"last_success":null,"last_serial":null,"last_failure":"2026-11-01T00:00:00Z","last_error":"x","failure_kind":"permanent","failure_step":"verify","failures":1,"retry_after":null,"renewals":3}"#,
+        )
+        .unwrap();
+        let old = store.load("old");
+        assert_eq!(old.failure_step, Some(Step::Verify));
+        assert_eq!((old.failures, old.renewals, old.pending), (1, 3, None));
         assert_eq!(store.load("broken"), CertHistory::default());
     }
 

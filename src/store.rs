@@ -105,7 +105,8 @@ pub struct Installed {
 #[non_exhaustive]
 pub enum StoreError {
     #[error(
-        "certificate name {name:?} cannot be used as a directory name; use letters, digits, '.', '-' and '_', not starting with '.'"
+        "certificate name {name:?} cannot be used as a directory name; use {}",
+        crate::names::RULE
     )]
     InvalidName { name: String },
     #[error(
@@ -900,12 +901,7 @@ pub(crate) fn check_name(name: &str) -> Result<(), StoreError> {
 }
 
 fn is_component(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 200
-        && !name.starts_with('.')
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+    crate::names::is_valid(name)
 }
 
 /// Creates `dir` and its missing parents with mode 0755 (exactly, whatever the umask), and
