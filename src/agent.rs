@@ -233,6 +233,8 @@ impl Agent {
         renewer: Arc<dyn Renewer>,
     ) -> Self {
         let memory = crate::state::load_json(&alerts_path(&config.state_dir)).unwrap_or_default();
+        // `[discover]`: what the web servers serve is watched like a [[monitor]].
+        let config = crate::discover::with_monitors(config);
         Self {
             config_path,
             state: FileState::new(&config.state_dir),
@@ -265,6 +267,7 @@ impl Agent {
         let config = config::load(&self.config_path).map_err(ReloadError::Invalid)?;
         crate::safety::check_permissions(&self.config_path, &config)
             .map_err(ReloadError::Unsafe)?;
+        let config = crate::discover::with_monitors(config);
         self.alerter = Arc::new(Alerter::new(config.alerts.clone()));
         self.ari_supported = None;
         self.acme = None;

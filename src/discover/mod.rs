@@ -643,6 +643,51 @@ pub fn monitor_entries(
     found
 }
 
+/// The configuration with a `[[monitor]]` for every certificate `[discover]`'s servers serve
+/// that it does not already manage or monitor: what the agent watches, alerts on and exports
+/// as metrics. A server whose configuration does not parse adds nothing here (`status` and
+/// `check` report it, and the log says so).
+pub fn with_monitors(mut config: Config) -> Config {
+    let Some(sources) = config.discover.clone() else {
+        return config;
+    };
+    let mut known: Vec<PathBuf> = config
+        .certificates
+        .iter()
+        .map(|cert| cert.cert_path.clone())
+        .chain(
+            config
+                .monitors
+                .iter()
+                .filter_map(|monitor| match &monitor.target {
+                    MonitorTarget::File(path) => Some(path.clone()),
+                    MonitorTarget::Endpoint(_) => None,
+                }),
+        )
+        .collect();
+    for (server, result) in discover(&sources) {
+        match result {
+            Ok(discovery) => {
+                for item in discovery.served {
+                    if known.iter().any(|path| same_file(path, &item.path)) {
+                        continue;
+                    }
+                    known.push(item.path.clone());
+                    config.monitors.push(crate::config::MonitorSettings {
+                        name: item.names.first().map_or_else(
+                            || item.path.display().to_string(),
+                            |name| format!("{server} {name}"),
+                        ),
+                        target: MonitorTarget::File(item.path),
+                    });
+                }
+            }
+            Err(err) => tracing::error!("{err}"),
+        }
+    }
+    config
+}
+
 // ---------------------------------------------------------------------------------------------
 // Rendering.
 
@@ -895,6 +940,37 @@ pub(super) mod tests {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(&path, text).unwrap();
         path
+    }
+
+    #[test]
+    fn discovered_certificates_become_monitors_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let main = write(
+            dir.path(),
+            "nginx.conf",
+            "events {}\nhttp {\n  server { server_name a.example.com; ssl_certificate /tls/a.pem; }\n  server { server_name b.example.com; ssl_certificate /tls/b.pem; }\n  server { server_name c.example.com; ssl_certificate /tls/a.pem; }\n}\n",
+        );
+        let text = format!(
+            "[[monitor]]\npath = \"/tls/b.pem\"\n[discover]\nnginx = {:?}\n",
+            main.display().to_string()
+        );
+        let config = crate::config::parse(&text, &dir.path().join("evercert.toml")).unwrap();
+        let config = with_monitors(config);
+        let monitors: Vec<(&str, &MonitorTarget)> = config
+            .monitors
+            .iter()
+            .map(|monitor| (monitor.name.as_str(), &monitor.target))
+            .collect();
+        assert_eq!(
+            monitors,
+            vec![
+                ("/tls/b.pem", &MonitorTarget::File("/tls/b.pem".into())),
+                (
+                    "nginx a.example.com",
+                    &MonitorTarget::File("/tls/a.pem".into())
+                ),
+            ]
+        );
     }
 
     #[test]
