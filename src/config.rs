@@ -460,6 +460,7 @@ impl<'de> Deserialize<'de> for NumberOrText {
 }
 
 const ROOT_KEYS: &[&str] = &[
+    "template",
     "state_dir",
     "acme",
     "renewal",
@@ -757,6 +758,29 @@ impl Parser<'_> {
             }
         };
         self.spans.insert(String::new(), document_span);
+
+        // The file the Debian package installs is the example with `template = true` on top:
+        // enabling the service before editing it must not order certificates for example.com.
+        match root.remove("template").map(Spanned::into_inner) {
+            None | Some(DeValue::Boolean(false)) => {}
+            Some(DeValue::Boolean(true)) => self.error_at(
+                "",
+                "template",
+                "this is the packaged template, not a configuration for this host yet".into(),
+                Some(
+                    "fill in [acme] contact and one [[certificate]] per certificate (domains, \
+                     cert_path, key_path, the challenge, reload) and [[monitor]]/[alerts] as \
+                     needed (/usr/share/doc/evercert/install.md), then remove the `template = true` line"
+                        .into(),
+                ),
+            ),
+            Some(_) => self.error_at(
+                "",
+                "template",
+                "`template` must be true or false".into(),
+                Some("remove the `template` line once the configuration is filled in".into()),
+            ),
+        }
 
         let state_dir = match root.remove("state_dir").map(Spanned::into_inner) {
             None => PathBuf::from(DEFAULT_STATE_DIR),

@@ -466,13 +466,24 @@ fn every_file_the_debian_package_installs_exists() {
         .map(|file| file.as_str().unwrap())
         .collect();
     assert!(conf_files.contains(&"/etc/evercert/evercert.toml"));
-    let example = assets
-        .iter()
-        .map(|asset| asset.as_array().unwrap())
-        .find(|asset| asset[0].as_str() == Some("examples/evercert.toml"))
-        .unwrap();
-    assert_eq!(example[1].as_str(), Some("etc/evercert/evercert.toml"));
-    assert_eq!(example[2].as_str(), Some("600"));
+    // What lands in /etc is the template (refused until edited), root's alone; the example
+    // goes with the documentation.
+    let installed = |source: &str| {
+        assets
+            .iter()
+            .map(|asset| asset.as_array().unwrap())
+            .find(|asset| asset[0].as_str() == Some(source))
+            .unwrap_or_else(|| panic!("{source} is not packaged"))
+            .clone()
+    };
+    let template = installed("debian/evercert.toml");
+    assert_eq!(template[1].as_str(), Some("etc/evercert/evercert.toml"));
+    assert_eq!(template[2].as_str(), Some("600"));
+    let example = installed("examples/evercert.toml");
+    assert_eq!(
+        example[1].as_str(),
+        Some("usr/share/doc/evercert/examples/")
+    );
     // The maintainer scripts are there and executable.
     let scripts = root().join(deb["maintainer-scripts"].as_str().unwrap());
     for script in ["postinst", "prerm", "postrm"] {
@@ -516,5 +527,78 @@ fn relative_links_in_the_docs_resolve() {
         broken.is_empty(),
         "links to files that do not exist:\n{}",
         broken.join("\n")
+    );
+}
+
+/// The packaged /etc/evercert/evercert.toml is the example with `template = true` on top:
+/// `config check` and the agent refuse it (exit 2) saying what to fill in, and without the
+/// marker it is exactly the (valid) example, so the two cannot drift apart.
+#[test]
+fn the_packaged_configuration_is_a_template_refused_until_edited() {
+    let template = fs::read_to_string(root().join("debian/evercert.toml")).unwrap();
+    let example = fs::read_to_string(root().join("examples/evercert.toml")).unwrap();
+    let (header, rest) = template
+        .split_once("template = true\n\n")
+        .expect("debian/evercert.toml has a `template = true` line");
+    assert!(
+        header.lines().all(|line| line.starts_with('#')),
+        "only comments above the marker:\n{header}"
+    );
+    assert_eq!(
+        rest, example,
+        "debian/evercert.toml must be examples/evercert.toml with the template header on top"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("evercert.toml");
+    fs::write(&path, &template).unwrap();
+    for args in [&["config", "check"][..], &["run"][..]] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_evercert"))
+            .env_remove("EVERCERT_CONFIG")
+            .env_remove("JOURNAL_STREAM")
+            .arg("-c")
+            .arg(&path)
+            .args(args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        let line = header.lines().count() + 1;
+        assert!(
+            stderr.contains(&format!(
+                "evercert.toml:{line}:12: this is the packaged template"
+            )),
+            "{args:?}: {stderr}"
+        );
+        for what in [
+            "[acme] contact",
+            "[[certificate]]",
+            "remove the `template = true` line",
+        ] {
+            assert!(stderr.contains(what), "{args:?}: {what:?} in {stderr}");
+        }
+    }
+    // Removal clears failed units, so none stays listed for a package that is gone.
+    let prerm = fs::read_to_string(root().join("debian/prerm")).unwrap();
+    assert!(
+        prerm.contains(
+            "systemctl reset-failed evercert.service evercert-renew.service evercert-renew.timer"
+        ),
+        "{prerm}"
+    );
+    // Edited (the marker removed), it is the example, which `config check` accepts.
+    fs::write(&path, &example).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_evercert"))
+        .env_remove("EVERCERT_CONFIG")
+        .arg("-c")
+        .arg(&path)
+        .args(["config", "check"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
 }
