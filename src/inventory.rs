@@ -206,7 +206,7 @@ fn parse_cert_bytes(bytes: &[u8]) -> Result<CertFile, Problem> {
                 Ok((pem::SectionKind::Certificate, der)) => ders.push(CertificateDer::from(der)),
                 Ok((kind, _)) => other_sections.push(format!("{kind:?}")),
                 Err(err) => {
-                    return Err(Problem::NotACertificate(format!("malformed PEM: {err}")));
+                    return Err(Problem::NotACertificate(pem_problem(&err)));
                 }
             }
         }
@@ -226,15 +226,65 @@ fn parse_cert_bytes(bytes: &[u8]) -> Result<CertFile, Problem> {
         vec![CertificateDer::from(bytes.to_vec())]
     };
     facts_of_chain(&ders).map_err(|problem| match problem {
-        ChainProblem::Parse(_, detail) if ders.len() == 1 => {
-            Problem::NotACertificate(format!("not PEM and not a DER certificate ({detail})"))
-        }
+        ChainProblem::Parse(_, detail) if ders.len() == 1 => Problem::NotACertificate(format!(
+            "not PEM (no -----BEGIN line) and not a DER certificate: {detail}"
+        )),
         ChainProblem::Parse(index, detail) => Problem::NotACertificate(format!(
             "certificate #{} cannot be parsed: {detail}",
             index + 1
         )),
         ChainProblem::Order(detail) => Problem::ChainOutOfOrder(detail),
     })
+}
+
+/// What is wrong with bytes that should be one DER certificate, in the operator's words:
+/// x509-parser's own errors name its parser's internals (`Parsing Error: NomError(Eof)`).
+pub fn der_problem(der: &[u8]) -> String {
+    let Some((&tag, rest)) = der.split_first() else {
+        return "it is empty".into();
+    };
+    if tag != 0x30 {
+        return format!("it starts with byte 0x{tag:02x}, a DER certificate with 0x30");
+    }
+    // The outer SEQUENCE's length: short form, or 0x81..0x84 and that many length bytes.
+    let declared = match rest.split_first() {
+        None => None,
+        Some((&first, _)) if first < 0x80 => Some(2 + usize::from(first)),
+        Some((&first, more)) if (0x81..=0x84).contains(&first) => {
+            let count = usize::from(first & 0x7f);
+            more.get(..count).map(|bytes| {
+                2 + count
+                    + bytes
+                        .iter()
+                        .fold(0usize, |length, &byte| (length << 8) | usize::from(byte))
+            })
+        }
+        Some(_) => return "its DER length is malformed".into(),
+    };
+    match declared {
+        None => format!("it is truncated at byte {}", der.len()),
+        Some(total) if der.len() < total => format!(
+            "it is truncated at byte {} of the {total} its header announces",
+            der.len()
+        ),
+        Some(_) => "its DER structure is damaged (not a valid X.509 certificate)".into(),
+    }
+}
+
+/// A PEM reading error in the operator's words (the library's shows the END marker as a
+/// list of byte values).
+fn pem_problem(err: &pem::Error) -> String {
+    match err {
+        pem::Error::MissingSectionEnd { end_marker } => format!(
+            "the PEM is truncated: no `-----END {}-----` line after its BEGIN line",
+            String::from_utf8_lossy(end_marker)
+        ),
+        pem::Error::IllegalSectionStart { .. } => "a malformed -----BEGIN line in the PEM".into(),
+        pem::Error::Base64Decode(_) => {
+            "the base64 between a BEGIN and an END line is damaged".into()
+        }
+        other => format!("unreadable PEM ({other})"),
+    }
 }
 
 /// Why a chain of DER certificates is not usable.
@@ -252,7 +302,7 @@ pub fn facts_of_chain(ders: &[CertificateDer<'_>]) -> Result<CertFile, ChainProb
     for (index, der) in ders.iter().enumerate() {
         match X509Certificate::from_der(der.as_ref()) {
             Ok((_, cert)) => parsed.push(cert),
-            Err(err) => return Err(ChainProblem::Parse(index, err.to_string())),
+            Err(_) => return Err(ChainProblem::Parse(index, der_problem(der.as_ref()))),
         }
     }
     let Some(leaf) = parsed.first() else {
@@ -642,6 +692,48 @@ fn embedded_public_key(key: &PrivateKeyDer<'_>) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The messages an operator meets for a damaged certificate file, in one place.
+    #[test]
+    fn damaged_certificates_are_described_without_parser_internals() {
+        let cases: [(&[u8], &str); 6] = [
+            (b"", "it is empty"),
+            (
+                b"hello world",
+                "it starts with byte 0x68, a DER certificate with 0x30",
+            ),
+            (&[0x30, 0x82, 0x01], "it is truncated at byte 3"),
+            (
+                &[0x30, 0x82, 0x01, 0x00, 0x30],
+                "it is truncated at byte 5 of the 260 its header announces",
+            ),
+            (&[0x30, 0x80, 0x00, 0x00], "its DER length is malformed"),
+            (
+                &[0x30, 0x03, 0x02, 0x01, 0x00],
+                "its DER structure is damaged (not a valid X.509 certificate)",
+            ),
+        ];
+        for (bytes, expected) in cases {
+            assert_eq!(der_problem(bytes), expected, "{bytes:?}");
+        }
+        let Err(Problem::NotACertificate(detail)) =
+            parse_cert_bytes(b"-----BEGIN CERTIFICATE-----\nMIIB\n")
+        else {
+            panic!("a PEM without END parsed");
+        };
+        assert_eq!(
+            detail,
+            "the PEM is truncated: no `-----END CERTIFICATE-----` line after its BEGIN line"
+        );
+        let Err(Problem::NotACertificate(detail)) = parse_cert_bytes(&[0x30, 0x82, 0x05, 0x00, 1])
+        else {
+            panic!("a truncated DER parsed");
+        };
+        assert_eq!(
+            detail,
+            "not PEM (no -----BEGIN line) and not a DER certificate: it is truncated at byte 5 of the 1284 its header announces"
+        );
+    }
 
     fn facts_with(dns: &[&str], ips: &[&str]) -> CertFacts {
         CertFacts {

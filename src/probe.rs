@@ -170,6 +170,38 @@ impl RecordingVerifier {
     }
 }
 
+/// rustls' verification error in the operator's words: its own text shows times as raw
+/// UNIX seconds (`verification time 1796035182 (UNIX)`) and issuers as enum names.
+pub fn trust_problem(err: &rustls::Error) -> String {
+    use rustls::CertificateError as E;
+    let stamp = |at: UnixTime| {
+        i64::try_from(at.as_secs())
+            .ok()
+            .and_then(|secs| time::OffsetDateTime::from_unix_timestamp(secs).ok())
+            .map_or_else(|| "?".to_owned(), crate::units::rfc3339)
+    };
+    match err {
+        rustls::Error::InvalidCertificate(cert) => match cert {
+            E::ExpiredContext { time, not_after } => format!(
+                "the certificate expired at {} (checked at {})",
+                stamp(*not_after),
+                stamp(*time)
+            ),
+            E::NotValidYetContext { time, not_before } => format!(
+                "the certificate is not valid before {} (checked at {})",
+                stamp(*not_before),
+                stamp(*time)
+            ),
+            E::UnknownIssuer => "issued by a CA this host does not trust".into(),
+            E::NotValidForNameContext { expected, .. } => {
+                format!("the certificate is not valid for {}", expected.to_str())
+            }
+            other => format!("invalid certificate: {other}"),
+        },
+        other => other.to_string(),
+    }
+}
+
 impl ServerCertVerifier for RecordingVerifier {
     fn verify_server_cert(
         &self,
@@ -183,7 +215,7 @@ impl ServerCertVerifier for RecordingVerifier {
             Some(verifier) => verifier
                 .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
                 .map(|_| ())
-                .map_err(|err| err.to_string()),
+                .map_err(|err| trust_problem(&err)),
             None => Err("no trusted root certificates on this host".into()),
         };
         if let Ok(mut slot) = self.outcome.lock() {
@@ -224,5 +256,28 @@ impl ServerCertVerifier for RecordingVerifier {
         self.provider
             .signature_verification_algorithms
             .supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// rustls' errors as an operator reads them: times in RFC 3339, never UNIX seconds.
+    #[test]
+    fn trust_errors_read_as_dates() {
+        let expired = rustls::Error::InvalidCertificate(rustls::CertificateError::ExpiredContext {
+            time: UnixTime::since_unix_epoch(Duration::from_secs(1_796_035_182)),
+            not_after: UnixTime::since_unix_epoch(Duration::from_secs(1_795_900_000)),
+        });
+        assert_eq!(
+            trust_problem(&expired),
+            "the certificate expired at 2026-11-28T21:06:40Z (checked at 2026-11-30T10:39:42Z)"
+        );
+        let unknown = rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
+        assert_eq!(
+            trust_problem(&unknown),
+            "issued by a CA this host does not trust"
+        );
     }
 }

@@ -370,7 +370,11 @@ pub fn render_table(entries: &[Entry]) -> String {
 pub fn render_check_line(entry: &Entry, now: OffsetDateTime) -> String {
     let label = check_label(entry.state.check_exit_code());
     let detail = match (&entry.error, entry.not_after) {
-        (Some(error), _) => error.clone(),
+        // The message names its file for other places; the line already starts with it.
+        (Some(error), _) => error
+            .strip_prefix(&format!("{}: ", entry.target()))
+            .unwrap_or(error)
+            .to_owned(),
         (None, Some(not_after)) => {
             let stamp = crate::units::rfc3339(not_after);
             let left = not_after - now;

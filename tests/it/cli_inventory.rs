@@ -721,6 +721,13 @@ fn check_files_without_config_exit_by_expiry() {
             "{file}: {out}"
         );
         assert!(lines[0].contains(detail), "{file}: {detail:?} in {out}");
+        assert!(
+            !lines[0].contains(&format!("{file}: {file}: ")),
+            "the path said twice: {out}"
+        );
+        for internal in ["NomError", "Parsing Error", "[45, 45"] {
+            assert!(!lines[0].contains(internal), "{internal:?} in {out}");
+        }
         for doubled in ["ok expires", "expired expired", "critical expires"] {
             assert!(!lines[0].contains(doubled), "{doubled:?} in {out}");
         }
@@ -989,6 +996,13 @@ fn check_endpoint_reports_expiry_even_when_untrusted() {
     assert_eq!(out.code, 2, "{out}");
     assert!(out.stdout.starts_with("CRITICAL - "), "{out}");
     assert!(out.stdout.contains(": expired "), "{out}");
+    // rustls' own text would say `verification time 1796035182 (UNIX)`: dates only.
+    assert!(
+        out.stdout
+            .contains("[not trusted: the certificate expired at 20"),
+        "{out}"
+    );
+    assert!(!out.stdout.contains("(UNIX)"), "{out}");
     assert_perf_days(&perfdata(out.lines()[0])[0], -2.0, "30:;7:");
 
     let out = run_in(
