@@ -1181,22 +1181,33 @@ async fn reload_and_verify<'c>(
             Err(err) => {
                 // The new files are live but the server did not take them: put back what it
                 // had, and reload again so it ends on a consistent pair.
-                let mut restored = Vec::new();
-                for (cert, live) in &members {
-                    restored.push(rollback(cert, live, deps));
-                }
+                let restored: Vec<Rollback> = members
+                    .iter()
+                    .map(|(cert, live)| rollback(cert, live, deps))
+                    .collect();
                 // The hook now reloads the restored pair: describe that one, not the rejected.
-                let certs: Vec<&CertificateSettings> =
-                    members.iter().map(|(cert, _)| *cert).collect();
-                let env = restored_env(&certs);
-                let again = match hooks::run(&command, &[], &env, timeout.unsigned_abs()).await {
-                    Ok(_) => "the previous certificate was restored and reloaded".to_owned(),
-                    Err(again) => format!(
-                        "the previous certificate was restored, but reloading it failed too: {again}"
-                    ),
+                // When nothing was restored there is nothing new for it to load.
+                let again = if restored
+                    .iter()
+                    .any(|rollback| matches!(rollback, Rollback::Restored))
+                {
+                    let certs: Vec<&CertificateSettings> =
+                        members.iter().map(|(cert, _)| *cert).collect();
+                    let env = restored_env(&certs);
+                    Some(
+                        hooks::run(&command, &[], &env, timeout.unsigned_abs())
+                            .await
+                            .map(drop)
+                            .map_err(|again| again.to_string()),
+                    )
+                } else {
+                    None
                 };
                 for ((cert, _), restored) in members.into_iter().zip(restored) {
-                    let message = format!("reload hook failed: {err}; {again}{restored}");
+                    let message = format!(
+                        "reload hook failed: {err}{}",
+                        restored.describe(again.as_ref())
+                    );
                     results.push((
                         cert,
                         Err(Failure::new(Step::Reload, FailureKind::Permanent, message)),
@@ -1252,28 +1263,56 @@ fn hook_env(
     env
 }
 
-/// Flips back to the previous version; the returned text is appended to the failure.
-fn rollback(cert: &CertificateSettings, live: &Live, deps: &Deps<'_>) -> String {
+/// What a rollback after a failed reload or verification did.
+enum Rollback {
+    /// The previous version is live again.
+    Restored,
+    /// The first certificate evercert installed here: there is nothing older to go back to.
+    NoPrevious,
+    /// Left alone, for the reason given (another evercert's newer version), or failed.
+    NotDone(String),
+}
+
+impl Rollback {
+    /// The words appended to the failure, given what the reload that followed did (`None`
+    /// when no reload follows).
+    fn describe(&self, reloaded: Option<&Result<(), String>>) -> String {
+        match (self, reloaded) {
+            (Self::Restored, None) => "; the previous certificate was restored".to_owned(),
+            (Self::Restored, Some(Ok(()))) => {
+                "; the previous certificate was restored and reloaded".to_owned()
+            }
+            (Self::Restored, Some(Err(err))) => {
+                format!("; the previous certificate was restored, but reloading it failed too: {err}")
+            }
+            (Self::NoPrevious, _) => "; this was the first certificate evercert installed here, so there is nothing older to restore: the new files stay in place; fix the problem, then reload the web server by hand".to_owned(),
+            (Self::NotDone(why), _) => format!("; {why}"),
+        }
+    }
+}
+
+/// Flips back to the previous version.
+fn rollback(cert: &CertificateSettings, live: &Live, deps: &Deps<'_>) -> Rollback {
     let Some(previous) = &live.installed.previous else {
-        return "; there was no previous version to restore".to_owned();
+        return Rollback::NoPrevious;
     };
     // The lock was let go after the install: another evercert may since have installed a newer
     // version (or be installing one), and that one must not be rolled back over.
     let _guard = match deps.lock.acquire(&cert.name, Duration::ZERO) {
         Ok(guard) => guard,
         Err(crate::lock::LockError::Busy { .. }) => {
-            return "; not rolled back: another evercert is renewing it right now, and its version replaces this one".to_owned();
+            return Rollback::NotDone("not rolled back: another evercert is renewing it right now, and its version replaces this one".to_owned());
         }
-        Err(err) => return format!("; ROLLBACK FAILED: {err}"),
+        Err(err) => return Rollback::NotDone(format!("ROLLBACK FAILED: {err}")),
     };
     match deps.store.current(&cert.name) {
         Ok(Some(current)) if current != live.installed.version => {
-            return format!(
-                "; not rolled back: another evercert has since made version {current} live"
-            );
+            return Rollback::NotDone(format!(
+                "not rolled back: another evercert has since made version {current} live"
+            ));
         }
         Ok(_) => {}
-        Err(err) => return format!("; ROLLBACK FAILED: {err}"),
+        Err(err) => return Rollback::NotDone(format!("ROLLBACK FAILED: {err}")),
     }
     match deps.store.rollback(&target(cert), previous) {
         Ok(()) => {
@@ -1281,9 +1320,9 @@ fn rollback(cert: &CertificateSettings, live: &Live, deps: &Deps<'_>) -> String 
                 &cert.name,
                 &format!("rolled back to version {}", previous.0),
             );
-            String::new()
+            Rollback::Restored
         }
-        Err(err) => format!("; ROLLBACK FAILED: {err}"),
+        Err(err) => Rollback::NotDone(format!("ROLLBACK FAILED: {err}")),
     }
 }
 
@@ -1298,24 +1337,24 @@ async fn finish_verify<'c>(
         Ok(()) => (cert, Ok(live)),
         Err(message) => {
             let restored = rollback(cert, &live, deps);
-            let again = match reload {
-                Some(command) => {
+            let again = match (reload, &restored) {
+                (Some(command), Rollback::Restored) => {
                     let env = restored_env(&[cert]);
-                    match hooks::run(command, &[], &env, cert.reload_timeout.unsigned_abs()).await {
-                        Ok(_) => "; the previous certificate was restored and reloaded".to_owned(),
-                        Err(err) => format!(
-                            "; the previous certificate was restored but reloading failed: {err}"
-                        ),
-                    }
+                    Some(
+                        hooks::run(command, &[], &env, cert.reload_timeout.unsigned_abs())
+                            .await
+                            .map(drop)
+                            .map_err(|err| err.to_string()),
+                    )
                 }
-                None => "; the previous certificate was restored".to_owned(),
+                _ => None,
             };
             (
                 cert,
                 Err(Failure::new(
                     Step::Verify,
                     FailureKind::Permanent,
-                    format!("{message}{again}{restored}"),
+                    format!("{message}{}", restored.describe(again.as_ref())),
                 )),
             )
         }

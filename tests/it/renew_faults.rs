@@ -563,6 +563,30 @@ fn failing_reload_restores_the_previous_pair_and_reloads_again() {
     );
 }
 
+/// Case 8a: The reload hook fails after the first issuance (nothing planted): there is no
+/// older pair, so the message says the new files stay and must not claim a restore.
+#[test]
+fn failing_reload_after_the_first_issuance_says_nothing_was_restored() {
+    let setup = Setup::new();
+    let log = setup.path().join("reload.log");
+    setup.write_config(&[CertSpec::new(NAME).reload(&format!(
+        "echo run >> {}; echo 'nginx: [emerg] cannot load certificate' >&2; exit 3",
+        log.display()
+    ))]);
+
+    let run = setup.run(&["renew"]);
+    let message = assert_failed(&run);
+    assert_mentions(&message, "reload hook failed", &run);
+    assert_mentions(&message, "nothing older to restore", &run);
+    assert!(
+        !message.contains("was restored"),
+        "the message claims a restore that did not happen: {message}"
+    );
+    // Nothing was restored, so the hook is not run a second time for the same files.
+    assert_eq!(hook_runs(&log).len(), 1, "{}", run.all());
+    assert!(setup.cert_path(NAME).exists(), "{}", run.all());
+}
+
 /// Case 8b: The reload after a rollback describes what is live again, not the rejected version:
 /// a hook that copies `$EVERCERT_CERT_PATH` or logs `$EVERCERT_SERIAL` must see the
 /// restored certificate.
