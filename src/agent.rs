@@ -733,6 +733,12 @@ impl Agent {
         }
         let mut next_pet = tokio::time::Instant::now();
         loop {
+            // The loop got here, so it is alive: the scan starts with a full WatchdogSec of its
+            // own rather than what is left of the last interval (its network parts may take
+            // half of WatchdogSec).
+            if watchdog.is_some() {
+                outside.notify(Notice::Watchdog);
+            }
             // A scan is raced against SIGTERM: the store's writes are synchronous and atomic,
             // so stopping mid-way leaves the old or the new pair, never half of one.
             let scanned = tokio::select! {

@@ -283,7 +283,7 @@ pub async fn run(
                         live.installed.version, live.serial
                     ),
                 );
-                deploy.push((*cert, live, decision.reason));
+                deploy.push((*cert, live, decision.reason, status.file));
                 continue;
             }
             due.push((*cert, status.file, decision.reason));
@@ -340,17 +340,35 @@ pub async fn run(
         .chain(
             deploy
                 .iter()
-                .map(|(cert, _, reason)| (cert.name.clone(), *reason)),
+                .map(|(cert, _, reason, _)| (cert.name.clone(), *reason)),
         )
         .collect();
-    let due: Vec<(&CertificateSettings, Option<CertFile>)> = due
+    let mut due: Vec<(&CertificateSettings, Option<CertFile>)> = due
         .into_iter()
         .map(|(cert, file, _)| (cert, file))
         .collect();
     let mut stored = Vec::new();
-    for (cert, live, _) in deploy {
+    for (cert, live, _, file) in deploy {
         match make_pending_live(cert, live, deps).await {
             Ok(live) => stored.push((cert, live)),
+            Err(failure) if failure.kind == FailureKind::Permanent => {
+                // The pending version cannot be made live here (the paths are no longer
+                // evercert's links, say). Keeping it would block every later attempt until the
+                // live certificate expires: set it aside and order a new one now.
+                (deps.progress)(
+                    &cert.name,
+                    &format!(
+                        "the pending version cannot be deployed ({}); ordering a new certificate instead",
+                        failure.message
+                    ),
+                );
+                let mut history = deps.state.load(&cert.name);
+                history.pending = None;
+                if let Err(err) = deps.state.save(&cert.name, &history) {
+                    tracing::warn!("{}: {err}", cert.name);
+                }
+                due.push((cert, file));
+            }
             Err(failure) => {
                 (deps.progress)(
                     &cert.name,

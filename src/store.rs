@@ -1135,6 +1135,30 @@ fn importable(
         Ok(bytes) => bytes,
         // A dangling symlink: nothing to keep.
         Err(err) if err.is_not_found() => return Ok(None),
+        // Permission or I/O trouble: say what to fix, like every other failed read.
+        Err(fsread::ReadError {
+            problem: fsread::Problem::PermissionDenied,
+            ..
+        }) => {
+            let denied = io::Error::from(io::ErrorKind::PermissionDenied);
+            return Err(io_error(
+                name,
+                "read (to archive it before it is replaced)",
+                path,
+                &denied,
+            ));
+        }
+        Err(fsread::ReadError {
+            problem: fsread::Problem::Io { kind, message },
+            ..
+        }) => {
+            return Err(io_error(
+                name,
+                "read (to archive it before it is replaced)",
+                path,
+                &io::Error::new(kind, message),
+            ));
+        }
         Err(err) => {
             return Err(refused(
                 name,

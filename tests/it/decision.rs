@@ -248,6 +248,33 @@ fn renew_deploys_the_version_whose_reload_failed_instead_of_ordering_again() {
     assert_eq!(issued(&proxy), 2, "{}", proxy.describe());
 }
 
+/// A pending version that can no longer be made live (plain files were put back at the
+/// paths by hand) is set aside and a new certificate ordered in the same run: a stuck pending
+/// version must not hold back renewal until the live certificate expires.
+#[test]
+fn a_pending_version_that_cannot_be_deployed_is_set_aside_and_a_new_one_ordered() {
+    let mut setup = Setup::new();
+    let (pending, proxy) = leave_a_pending_version(&mut setup);
+    fs::remove_file(setup.cert_path(NAME)).unwrap();
+    fs::remove_file(setup.key_path(NAME)).unwrap();
+    let planted = setup.plant(NAME, 5);
+    age_the_failure(&setup, 3);
+
+    let run = setup.run(&["renew"]);
+    assert_code(&run, 0);
+    assert!(
+        run.stdout
+            .contains("the pending version cannot be deployed"),
+        "{}",
+        run.all()
+    );
+    let live = live_serial(&setup);
+    assert_ne!(live, pending, "{}", run.all());
+    assert_ne!(live, planted.serial_hex, "{}", run.all());
+    assert_eq!(issued(&proxy), 2, "{}", proxy.describe());
+    assert!(status(&setup)["pending"].is_null());
+}
+
 #[test]
 fn the_agent_deploys_the_version_whose_reload_failed_instead_of_ordering_again() {
     let mut setup = Setup::new();
