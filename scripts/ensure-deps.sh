@@ -4,7 +4,11 @@
 # the shipped units), nginx-light (a real web server for the verification tests, started
 # by the tests on loopback with their own configuration), and nginx's stream module, Apache
 # and HAProxy, whose own configuration checks validate the configurations `evercert discover`
-# reads in the tests. Needs root or sudo only when something is missing.
+# reads in the tests; etcd (a real cluster for the fleet tests) and protoc (etcd-client's
+# build needs it); BIND 9 and its dig/nsupdate (the authoritative DNS of the dns-01 tests);
+# Prometheus' promtool (checks the alerting rules in docs/monitoring.md); Chromium (renders
+# the /status page in the tests); debootstrap and systemd-nspawn (a real systemd in a
+# container for the service test). Needs root or sudo only when something is missing.
 set -euo pipefail
 missing=()
 command -v pebble >/dev/null 2>&1 && command -v pebble-challtestsrv >/dev/null 2>&1 || missing+=(pebble)
@@ -13,6 +17,15 @@ command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 [ -e /usr/lib/nginx/modules/ngx_stream_module.so ] || missing+=(libnginx-mod-stream)
 [ -x /usr/sbin/apache2 ] || missing+=(apache2)
 [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
+command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
+command -v etcdctl >/dev/null 2>&1 || missing+=(etcd-client)
+command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
+[ -x /usr/sbin/named ] || missing+=(bind9)
+command -v nsupdate >/dev/null 2>&1 || missing+=(bind9-dnsutils)
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
+command -v systemd-nspawn >/dev/null 2>&1 || missing+=(systemd-container)
 [ ${#missing[@]} -eq 0 ] && exit 0
 echo "installing ${missing[*]} (Debian packages) ..." >&2
 SUDO=""
