@@ -1622,7 +1622,7 @@ webroot = "/var/www/html"
     /// docs/configuration.md documents every key the parser accepts, so it cannot drift.
     #[test]
     fn every_key_is_documented() {
-        let doc = include_str!("../docs/configuration.md");
+        let doc = include_str!("../../docs/configuration.md");
         let sections = [
             "",
             "acme",
