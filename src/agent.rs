@@ -207,6 +207,9 @@ pub struct Agent {
     /// The longest a scan may wait on the network: a fraction of the watchdog's interval,
     /// so that a CA or an endpoint that stalls never makes systemd kill a healthy agent.
     scan_budget: Option<StdDuration>,
+    /// `[discover]`: the web servers' configuration as last read, and the configuration
+    /// without what it added (what a re-discovery adds to).
+    discovery: Option<Discovery>,
     /// Test-only: makes every scan hang, as a scan stuck on something would.
     #[cfg(test)]
     hang_scans: Arc<AtomicBool>,
@@ -225,6 +228,61 @@ fn alerts_path(state_dir: &Path) -> PathBuf {
     state_dir.join("state").join("alerts.json")
 }
 
+/// The certificates `[discover]` found before (kept across restarts, so that one added while
+/// the agent was stopped is announced too).
+fn discovered_path(state_dir: &Path) -> PathBuf {
+    state_dir.join("state").join("discovered.json")
+}
+
+/// `[discover]` in the agent: see `discover::Live`.
+struct Discovery {
+    live: crate::discover::Live,
+    /// The configuration as loaded, before discovery added to it.
+    base: Arc<Config>,
+    /// When the servers' configuration was last read.
+    read_at: Option<OffsetDateTime>,
+    /// A file it was read from changed: read it again at the next scan.
+    stale: bool,
+    /// The discovered certificate paths already announced (or the baseline); `None` before
+    /// the first discovery with this state_dir.
+    known: Option<std::collections::BTreeSet<String>>,
+}
+
+impl Discovery {
+    /// Reads the servers' configuration (at start-up and after SIGHUP: synchronous, before
+    /// the loop runs) and returns the configuration with what they serve.
+    fn start(base: Config) -> (Option<Self>, Config) {
+        let Some(sources) = base.discover.clone() else {
+            return (None, base);
+        };
+        let mut live = crate::discover::Live::new(sources);
+        live.refresh();
+        let config = live.apply(base.clone());
+        let known = crate::state::load_json(&discovered_path(&base.state_dir));
+        let discovery = Self {
+            live,
+            base: Arc::new(base),
+            read_at: None,
+            stale: false,
+            known,
+        };
+        (Some(discovery), config)
+    }
+
+    /// The discovered certificates in `config` (those `base` does not name).
+    fn found(&self, config: &Config) -> std::collections::BTreeSet<String> {
+        config
+            .monitors
+            .iter()
+            .skip(self.base.monitors.len())
+            .filter_map(|monitor| match &monitor.target {
+                MonitorTarget::File(path) => Some(path.display().to_string()),
+                MonitorTarget::Endpoint(_) => None,
+            })
+            .collect()
+    }
+}
+
 impl Agent {
     pub fn new(
         config_path: PathBuf,
@@ -234,7 +292,7 @@ impl Agent {
     ) -> Self {
         let memory = crate::state::load_json(&alerts_path(&config.state_dir)).unwrap_or_default();
         // `[discover]`: what the web servers serve is watched like a [[monitor]].
-        let config = crate::discover::with_monitors(config);
+        let (discovery, config) = Discovery::start(config);
         Self {
             config_path,
             state: FileState::new(&config.state_dir),
@@ -252,6 +310,7 @@ impl Agent {
             scans: 0,
             renewal: None,
             scan_budget: None,
+            discovery,
             #[cfg(test)]
             hang_scans: Arc::default(),
         }
@@ -267,7 +326,8 @@ impl Agent {
         let config = config::load(&self.config_path).map_err(ReloadError::Invalid)?;
         crate::safety::check_permissions(&self.config_path, &config)
             .map_err(ReloadError::Unsafe)?;
-        let config = crate::discover::with_monitors(config);
+        let (discovery, config) = Discovery::start(config);
+        self.discovery = discovery;
         self.alerter = Arc::new(Alerter::new(config.alerts.clone()));
         self.ari_supported = None;
         self.acme = None;
@@ -342,7 +402,9 @@ impl Agent {
         self.collect_renewal().await;
         let now = self.clock.now();
         let thresholds = self.config.renewal.thresholds;
+        self.rediscover(now).await;
         let (statuses, file_monitors) = self.inspect(now).await;
+        self.announce_discovered(&file_monitors, now);
         let mut plan = self.plan(&statuses, now);
         // A broken file (garbage, emptied) is repaired by the renewal below; someone broke it,
         // though, and that is worth an alert before the repair hides it.
@@ -400,6 +462,84 @@ impl Agent {
         }
         plan.consider(now + RESCAN, "rescan".to_owned());
         plan
+    }
+
+    /// `[discover]`: reads the web servers' configuration again when a file of it changed,
+    /// and at each safety rescan (an event may have been missed), on a blocking thread.
+    async fn rediscover(&mut self, now: OffsetDateTime) {
+        let Some(discovery) = &mut self.discovery else {
+            return;
+        };
+        let due = discovery.stale || discovery.read_at.is_none_or(|at| now - at >= RESCAN);
+        if !due {
+            return;
+        }
+        if discovery.read_at.is_some() {
+            let mut live = discovery.live.clone();
+            let base = discovery.base.clone();
+            let read = tokio::task::spawn_blocking(move || {
+                live.refresh();
+                let config = live.apply(Config::clone(&base));
+                (live, config)
+            });
+            match read.await {
+                Ok((live, config)) => {
+                    discovery.live = live;
+                    self.config = Arc::new(config);
+                }
+                Err(err) => tracing::error!(
+                    "reading the web servers' configuration failed ({err}); trying again at the next scan"
+                ),
+            }
+        }
+        discovery.read_at = Some(now);
+        discovery.stale = false;
+    }
+
+    /// `[discover]`: one alert for each certificate the web servers serve that was not
+    /// monitored before; the set is saved so that a restart does not announce it again.
+    fn announce_discovered(&mut self, file_monitors: &[Entry], now: OffsetDateTime) {
+        let Some(discovery) = &self.discovery else {
+            return;
+        };
+        let found = discovery.found(&self.config);
+        let new = schedule::newly_discovered(discovery.known.as_ref(), &found);
+        let unchanged = discovery.known.as_ref() == Some(&found);
+        for entry in file_monitors
+            .iter()
+            .filter(|entry| entry.path.as_ref().is_some_and(|path| new.contains(path)))
+        {
+            let alert = Alert::new(schedule::AlertEvent::Discovered, entry, None, now);
+            alerts::log(&alert);
+            self.alerts.push(AlertDelivery {
+                alerter: self.alerter.clone(),
+                alert,
+            });
+        }
+        if unchanged {
+            return;
+        }
+        let path = discovered_path(&self.config.state_dir);
+        let saved = serde_json::to_vec_pretty(&found)
+            .map_err(|err| err.to_string())
+            .and_then(|json| renew::save_secret(&path, &json).map_err(|err| err.to_string()));
+        if let Err(err) = saved {
+            tracing::warn!(
+                "cannot save the discovered certificates to {}: {err}; a restart may announce them again",
+                path.display()
+            );
+        }
+        if let Some(discovery) = &mut self.discovery {
+            discovery.known = Some(found);
+        }
+    }
+
+    /// `[discover]`: the web servers' configuration files and the directories their globs
+    /// list, to watch.
+    pub fn discovery_inputs(&self) -> Option<(Vec<&Path>, Vec<&Path>)> {
+        self.discovery
+            .as_ref()
+            .map(|discovery| discovery.live.inputs())
     }
 
     /// `deadline`, shortened to the scan's budget under a watchdog.
@@ -748,7 +888,10 @@ impl Agent {
             let Some(plan) = scanned else { break };
             // A directory that appeared (first issuance) is watched only now: a change made
             // in between would be missed, so look once more shortly.
-            let newly_watched = outside.watch(&self.config);
+            let mut newly_watched = outside.watch(&self.config);
+            if let Some((files, dirs)) = self.discovery_inputs() {
+                newly_watched |= outside.watch_discovery(&files, &dirs);
+            }
             let status = self.status_line(&plan);
             tracing::debug!("{status}");
             outside.notify(Notice::Status(&status));
@@ -809,6 +952,11 @@ impl Agent {
                         break false;
                     }
                     Woke::File(path) => {
+                        if let Some(discovery) = &mut self.discovery
+                            && discovery.live.touches(&path)
+                        {
+                            discovery.stale = true;
+                        }
                         // Coalesce a burst (certbot swaps two symlinks; Kubernetes flips ..data).
                         if !coalescing {
                             coalescing = true;
@@ -890,6 +1038,11 @@ pub trait Outside: Send {
     fn watch(&mut self, _config: &Config) -> bool {
         false
     }
+    /// Watches the web servers' configuration (`[discover]`): `files`, and any file in
+    /// `dirs`; true when some directory is newly watched.
+    fn watch_discovery(&mut self, _files: &[&Path], _dirs: &[&Path]) -> bool {
+        false
+    }
     /// Some directory cannot be watched: rescan more often.
     fn degraded(&self) -> bool {
         false
@@ -953,9 +1106,20 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), AgentError>
         Arc::new(SystemClock),
         Arc::new(PipelineRenewer),
     );
+    // Counted after `[discover]` added what the web servers serve.
+    tracing::info!(
+        "evercert {} starting: {} certificate(s), {} monitor(s), config {}",
+        env!("CARGO_PKG_VERSION"),
+        agent.config().certificates.len(),
+        agent.config().monitors.len(),
+        agent.config_path.display()
+    );
     let metrics_task = start_metrics(agent.config(), &agent.metrics).await?;
     let mut watcher = Watcher::new(files_tx.clone());
     let _ = watcher.watch_config(agent.config());
+    if let Some((files, dirs)) = agent.discovery_inputs() {
+        let _ = watcher.watch_inputs(&files, &dirs);
+    }
     let mut outside = Systemd {
         watcher,
         files: files_tx,
@@ -996,6 +1160,10 @@ impl Outside for Systemd {
 
     fn watch(&mut self, config: &Config) -> bool {
         self.watcher.watch_config(config) > 0
+    }
+
+    fn watch_discovery(&mut self, files: &[&Path], dirs: &[&Path]) -> bool {
+        self.watcher.watch_inputs(files, dirs) > 0
     }
 
     fn degraded(&self) -> bool {

@@ -121,6 +121,10 @@ fn message(event: AlertEvent, entry: &Entry, failure: Option<&str>) -> String {
             "{}: recovered; the certificate {target} {expiry}",
             entry.name
         ),
+        AlertEvent::Discovered => format!(
+            "a certificate the web server serves is now monitored: {} ({target}); it {expiry}; evercert does not renew it: `evercert discover` shows the configuration line that serves it, and proposes a [[certificate]] to have evercert renew it",
+            entry.name
+        ),
     }
 }
 
@@ -137,6 +141,7 @@ pub fn log(alert: &Alert) {
     match alert.event {
         AlertEvent::Recovered => tracing::info!(event = "recovered", "{}", alert.message),
         AlertEvent::Warning => tracing::warn!(event = "warning", "{}", alert.message),
+        AlertEvent::Discovered => tracing::warn!(event = "discovered", "{}", alert.message),
         _ => tracing::error!(event = ?alert.event, "{}", alert.message),
     }
 }

@@ -769,13 +769,6 @@ fn cmd_run(config_path: &Path, config: &Config) -> u8 {
             return 1;
         }
     };
-    tracing::info!(
-        "evercert {} starting: {} certificate(s), {} monitor(s), config {}",
-        env!("CARGO_PKG_VERSION"),
-        config.certificates.len(),
-        config.monitors.len(),
-        config_path.display()
-    );
     let result = runtime.block_on(crate::agent::run(config_path.to_owned(), config.clone()));
     // A blocking task stuck on a file or a child must not hold the exit after SIGTERM.
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));

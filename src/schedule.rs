@@ -144,6 +144,8 @@ pub enum AlertEvent {
     RenewalFailed,
     VerifyFailed,
     Recovered,
+    /// A certificate a web server serves (`[discover]`) is monitored from now on.
+    Discovered,
 }
 
 /// What was last alerted for one certificate (kept in the agent's state).
@@ -222,6 +224,21 @@ pub fn alerts_due(
         }
     }
     (events, next)
+}
+
+/// The discovered certificates to announce (a [`AlertEvent::Discovered`] each): those in
+/// `found` that were not in `known`, what was discovered before (kept across restarts).
+/// With no `known` at all — the first start with `[discover]` — nothing is new: the
+/// existing certificates are the baseline, and announcing each of them would bury the one
+/// that matters next month.
+pub fn newly_discovered(
+    known: Option<&std::collections::BTreeSet<String>>,
+    found: &std::collections::BTreeSet<String>,
+) -> Vec<String> {
+    match known {
+        None => Vec::new(),
+        Some(known) => found.difference(known).cloned().collect(),
+    }
 }
 
 #[cfg(test)]
@@ -452,5 +469,22 @@ mod tests {
                 prop_assert_eq!(chosen, NOW);
             }
         }
+    }
+
+    #[test]
+    fn discovered_certificates_are_announced_once_after_the_baseline() {
+        let set = |paths: &[&str]| -> std::collections::BTreeSet<String> {
+            paths.iter().map(|path| (*path).to_owned()).collect()
+        };
+        let found = set(&["/tls/a.pem", "/tls/b.pem"]);
+        // The first discovery is the baseline.
+        assert!(newly_discovered(None, &found).is_empty());
+        // Afterwards only what was not known; a removed one is simply gone.
+        assert_eq!(
+            newly_discovered(Some(&set(&["/tls/a.pem", "/tls/old.pem"])), &found),
+            vec!["/tls/b.pem"]
+        );
+        assert!(newly_discovered(Some(&found), &found).is_empty());
+        assert!(newly_discovered(Some(&found), &set(&[])).is_empty());
     }
 }

@@ -23,6 +23,8 @@ pub struct Watcher {
     /// certificate directory appears with the first issuance).
     watched: HashSet<PathBuf>,
     names: Arc<std::sync::RwLock<HashSet<OsString>>>,
+    /// Directories where any file is relevant (those a web server's include glob lists).
+    any_in: Arc<std::sync::RwLock<HashSet<PathBuf>>>,
     /// Some directory could not be watched: rely on rescans.
     pub degraded: bool,
 }
@@ -40,6 +42,8 @@ impl Watcher {
     pub fn new(events: UnboundedSender<PathBuf>) -> Self {
         let names: Arc<std::sync::RwLock<HashSet<OsString>>> = Arc::default();
         let wanted = names.clone();
+        let any_in: Arc<std::sync::RwLock<HashSet<PathBuf>>> = Arc::default();
+        let listed = any_in.clone();
         let handler = move |result: notify::Result<notify::Event>| {
             let Ok(event) = result else { return };
             // Reading a file (ours, every scan, or the web server's) is not a change: acting
@@ -50,13 +54,17 @@ impl Watcher {
                 EventKind::Access(_) => return,
                 _ => {}
             }
-            let Ok(wanted) = wanted.read() else { return };
+            let (Ok(wanted), Ok(listed)) = (wanted.read(), listed.read()) else {
+                return;
+            };
             for path in event.paths {
                 let Some(name) = path.file_name() else {
                     continue;
                 };
                 // Our files, or a Kubernetes-style `..data` flip beside them.
-                let relevant = wanted.contains(name) || name.to_string_lossy().starts_with("..");
+                let relevant = wanted.contains(name)
+                    || name.to_string_lossy().starts_with("..")
+                    || path.parent().is_some_and(|dir| listed.contains(dir));
                 if relevant {
                     let _ = events.send(path);
                 }
@@ -67,6 +75,7 @@ impl Watcher {
                 inner: Some(inner),
                 watched: HashSet::new(),
                 names,
+                any_in,
                 degraded: false,
             },
             Err(err) => {
@@ -75,6 +84,7 @@ impl Watcher {
                     inner: None,
                     watched: HashSet::new(),
                     names,
+                    any_in,
                     degraded: true,
                 }
             }
@@ -97,6 +107,17 @@ impl Watcher {
         self.watch_files(&files)
     }
 
+    /// Watches the web servers' configuration for `[discover]`: `files` like certificate
+    /// files (their directories, for their names), and `dirs` for any file in them (a new
+    /// include). Returns how many directories are newly watched.
+    pub fn watch_inputs(&mut self, files: &[&Path], dirs: &[&Path]) -> usize {
+        if let Ok(mut any_in) = self.any_in.write() {
+            any_in.extend(dirs.iter().map(|dir| dir.to_path_buf()));
+        }
+        self.watch_dirs(dirs.iter().map(|dir| dir.to_path_buf()).collect())
+            + self.watch_files(files)
+    }
+
     /// Watches the parent directories of `files`; returns how many are newly watched.
     pub fn watch_files(&mut self, files: &[&Path]) -> usize {
         let mut dirs = BTreeSet::new();
@@ -110,6 +131,10 @@ impl Watcher {
                 }
             }
         }
+        self.watch_dirs(dirs)
+    }
+
+    fn watch_dirs(&mut self, dirs: BTreeSet<PathBuf>) -> usize {
         let Some(inner) = self.inner.as_mut() else {
             return 0;
         };

@@ -15,7 +15,10 @@
 
 mod apache;
 mod haproxy;
+mod live;
 mod nginx;
+
+pub use live::Live;
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt::{self, Write as _};
@@ -647,45 +650,13 @@ pub fn monitor_entries(
 /// that it does not already manage or monitor: what the agent watches, alerts on and exports
 /// as metrics. A server whose configuration does not parse adds nothing here (`status` and
 /// `check` report it, and the log says so).
-pub fn with_monitors(mut config: Config) -> Config {
+pub fn with_monitors(config: Config) -> Config {
     let Some(sources) = config.discover.clone() else {
         return config;
     };
-    let mut known: Vec<PathBuf> = config
-        .certificates
-        .iter()
-        .map(|cert| cert.cert_path.clone())
-        .chain(
-            config
-                .monitors
-                .iter()
-                .filter_map(|monitor| match &monitor.target {
-                    MonitorTarget::File(path) => Some(path.clone()),
-                    MonitorTarget::Endpoint(_) => None,
-                }),
-        )
-        .collect();
-    for (server, result) in discover(&sources) {
-        match result {
-            Ok(discovery) => {
-                for item in discovery.served {
-                    if known.iter().any(|path| same_file(path, &item.path)) {
-                        continue;
-                    }
-                    known.push(item.path.clone());
-                    config.monitors.push(crate::config::MonitorSettings {
-                        name: item.names.first().map_or_else(
-                            || item.path.display().to_string(),
-                            |name| format!("{server} {name}"),
-                        ),
-                        target: MonitorTarget::File(item.path),
-                    });
-                }
-            }
-            Err(err) => tracing::error!("{err}"),
-        }
-    }
-    config
+    let mut live = Live::new(sources);
+    live.refresh();
+    live.apply(config)
 }
 
 // ---------------------------------------------------------------------------------------------

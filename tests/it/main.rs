@@ -10,6 +10,7 @@ mod config_warnings;
 mod crash;
 mod decision;
 mod discover;
+mod discover_agent;
 mod docs;
 mod fuzz;
 mod hostile_clients;
