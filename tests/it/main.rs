@@ -19,6 +19,7 @@ mod hostile_net;
 mod import_certbot;
 mod journald;
 mod pebble_smoke;
+mod promtool;
 mod renew_faults;
 mod renew_paths;
 mod renew_smoke;
