@@ -4,8 +4,8 @@
 # the shipped units), nginx-light (a real web server for the verification tests, started
 # by the tests on loopback with their own configuration), and nginx's stream module, Apache
 # and HAProxy, whose own configuration checks validate the configurations `evercert discover`
-# reads in the tests; etcd (a real cluster for the fleet tests) and protoc (etcd-client's
-# build needs it); BIND 9 and its dig/nsupdate (the authoritative DNS of the dns-01 tests);
+# reads in the tests; etcd (a real cluster for the fleet tests) and protoc with the protobuf
+# well-known types (etcd-client's build needs both); BIND 9 and its dig/nsupdate (the authoritative DNS of the dns-01 tests);
 # Prometheus' promtool (checks the alerting rules in docs/monitoring.md); Chromium (renders
 # the /status page in the tests); debootstrap and systemd-nspawn (a real systemd in a
 # container for the service test). Needs root or sudo only when something is missing.
@@ -20,6 +20,9 @@ command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
 command -v etcdctl >/dev/null 2>&1 || missing+=(etcd-client)
 command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
+# etcd-client's protos import google/protobuf/descriptor.proto and struct.proto: protoc finds
+# them in /usr/include only with libprotobuf-dev ("google/protobuf/descriptor.proto: File not found").
+[ -e /usr/include/google/protobuf/descriptor.proto ] || missing+=(libprotobuf-dev)
 [ -x /usr/sbin/named ] || missing+=(bind9)
 command -v nsupdate >/dev/null 2>&1 || missing+=(bind9-dnsutils)
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)

@@ -154,6 +154,12 @@ Examples:\n  evercert discover\n  evercert discover --nginx /srv/edge/nginx.conf
         #[arg(long, value_name = "FILE")]
         haproxy: Option<PathBuf>,
     },
+    /// Fleet mode: hosts that share their certificates through etcd ([cluster])
+    #[command(
+        subcommand,
+        after_help = "Example:\n  evercert cluster keygen > /etc/evercert/fleet.key"
+    )]
+    Cluster(crate::fleet::cli::ClusterCommand),
     /// Print the man page or shell completions (for packaging; see scripts/contrib.sh)
     #[command(subcommand, hide = true)]
     Generate(GenerateCommand),
@@ -330,6 +336,7 @@ fn run(cli: Cli) -> u8 {
                 haproxy,
             },
         ),
+        Command::Cluster(command) => crate::fleet::cli::run(&command),
         Command::Generate(command) => cmd_generate(&command),
     }
 }

@@ -14,6 +14,7 @@ pub mod cli;
 pub mod config;
 pub mod decision;
 pub mod discover;
+pub mod fleet;
 pub mod fsread;
 pub mod generate;
 pub mod hooks;

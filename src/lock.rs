@@ -14,21 +14,39 @@ use crate::store;
 
 const POLL: Duration = Duration::from_millis(100);
 
-/// Serialises renewals of one certificate. Kept behind a trait: a fleet backend (etcd) comes
-/// later.
+/// Serialises renewals of one certificate: a file lock on one host, an etcd lock bound to a
+/// lease in a fleet (`fleet::lock`).
 pub trait RenewLock: Send + Sync {
     /// Takes the lock for `name`, waiting up to `wait` for another holder to finish.
     fn acquire(&self, name: &str, wait: Duration) -> Result<LockGuard, LockError>;
 }
 
 /// Holds the lock until dropped.
-#[derive(Debug)]
 pub struct LockGuard {
-    file: File,
+    file: Option<File>,
     name: String,
+    /// How another backend (the fleet's etcd lock) lets go.
+    release: Option<Box<dyn FnOnce() + Send>>,
+}
+
+impl std::fmt::Debug for LockGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LockGuard")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
 }
 
 impl LockGuard {
+    /// A lock held by another backend; `release` runs when the guard is dropped.
+    pub fn held_elsewhere(name: &str, release: Box<dyn FnOnce() + Send>) -> Self {
+        Self {
+            file: None,
+            name: name.to_owned(),
+            release: Some(release),
+        }
+    }
+
     pub fn name(&self) -> &str {
         &self.name
     }
@@ -37,7 +55,12 @@ impl LockGuard {
 impl Drop for LockGuard {
     fn drop(&mut self) {
         // Closing the file releases it too; unlocking first just makes the order explicit.
-        let _ = self.file.unlock();
+        if let Some(file) = &self.file {
+            let _ = file.unlock();
+        }
+        if let Some(release) = self.release.take() {
+            release();
+        }
     }
 }
 
@@ -60,6 +83,9 @@ pub enum LockError {
         crate::names::RULE
     )]
     InvalidName { name: String },
+    /// The fleet's lock could not be asked for (etcd unreachable, without quorum).
+    #[error("certificate \"{name}\": cannot take the fleet's renewal lock: {message}")]
+    Fleet { name: String, message: String },
     #[error(
         "certificate \"{name}\": cannot {action} the lock file {path}: {message}; give evercert write access to its directory (systemd: ReadWritePaths=)"
     )]
@@ -161,8 +187,9 @@ impl RenewLock for FileLock {
             .set_len(0)
             .and_then(|()| file.write_all_at(pid.as_bytes(), 0));
         Ok(LockGuard {
-            file,
+            file: Some(file),
             name: name.to_owned(),
+            release: None,
         })
     }
 }

@@ -22,6 +22,9 @@ _evercert() {
             evercert,check)
                 cmd="evercert__subcmd__check"
                 ;;
+            evercert,cluster)
+                cmd="evercert__subcmd__cluster"
+                ;;
             evercert,config)
                 cmd="evercert__subcmd__config"
                 ;;
@@ -73,6 +76,18 @@ _evercert() {
             evercert__subcmd__account__subcmd__help,show)
                 cmd="evercert__subcmd__account__subcmd__help__subcmd__show"
                 ;;
+            evercert__subcmd__cluster,help)
+                cmd="evercert__subcmd__cluster__subcmd__help"
+                ;;
+            evercert__subcmd__cluster,keygen)
+                cmd="evercert__subcmd__cluster__subcmd__keygen"
+                ;;
+            evercert__subcmd__cluster__subcmd__help,help)
+                cmd="evercert__subcmd__cluster__subcmd__help__subcmd__help"
+                ;;
+            evercert__subcmd__cluster__subcmd__help,keygen)
+                cmd="evercert__subcmd__cluster__subcmd__help__subcmd__keygen"
+                ;;
             evercert__subcmd__config,check)
                 cmd="evercert__subcmd__config__subcmd__check"
                 ;;
@@ -108,6 +123,9 @@ _evercert() {
                 ;;
             evercert__subcmd__help,check)
                 cmd="evercert__subcmd__help__subcmd__check"
+                ;;
+            evercert__subcmd__help,cluster)
+                cmd="evercert__subcmd__help__subcmd__cluster"
                 ;;
             evercert__subcmd__help,config)
                 cmd="evercert__subcmd__help__subcmd__config"
@@ -145,6 +163,9 @@ _evercert() {
             evercert__subcmd__help__subcmd__account,show)
                 cmd="evercert__subcmd__help__subcmd__account__subcmd__show"
                 ;;
+            evercert__subcmd__help__subcmd__cluster,keygen)
+                cmd="evercert__subcmd__help__subcmd__cluster__subcmd__keygen"
+                ;;
             evercert__subcmd__help__subcmd__config,check)
                 cmd="evercert__subcmd__help__subcmd__config__subcmd__check"
                 ;;
@@ -176,7 +197,7 @@ _evercert() {
 
     case "${cmd}" in
         evercert)
-            opts="-c -h -V --config --help --version run renew status check config account revoke import discover generate help"
+            opts="-c -h -V --config --help --version run renew status check config account revoke import discover cluster generate help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -370,6 +391,92 @@ _evercert() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        evercert__subcmd__cluster)
+            opts="-c -h --config --help keygen help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        evercert__subcmd__cluster__subcmd__help)
+            opts="keygen help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        evercert__subcmd__cluster__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        evercert__subcmd__cluster__subcmd__help__subcmd__keygen)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        evercert__subcmd__cluster__subcmd__keygen)
+            opts="-c -h --config --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
                 --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -632,7 +739,7 @@ _evercert() {
             return 0
             ;;
         evercert__subcmd__help)
-            opts="run renew status check config account revoke import discover generate help"
+            opts="run renew status check config account revoke import discover cluster generate help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -704,6 +811,34 @@ _evercert() {
         evercert__subcmd__help__subcmd__check)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        evercert__subcmd__help__subcmd__cluster)
+            opts="keygen"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        evercert__subcmd__help__subcmd__cluster__subcmd__keygen)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi

@@ -275,6 +275,58 @@ _arguments "${_arguments_options[@]}" : \
 '--help[Print help (see more with '\''--help'\'')]' \
 && ret=0
 ;;
+(cluster)
+_arguments "${_arguments_options[@]}" : \
+'-c+[Configuration file \[default\: /etc/evercert/evercert.toml\]]:FILE:_files' \
+'--config=[Configuration file \[default\: /etc/evercert/evercert.toml\]]:FILE:_files' \
+'-h[Print help]' \
+'--help[Print help]' \
+":: :_evercert__subcmd__cluster_commands" \
+"*::: :->cluster" \
+&& ret=0
+
+    case $state in
+    (cluster)
+        words=($line[1] "${words[@]}")
+        (( CURRENT += 1 ))
+        curcontext="${curcontext%:*:*}:evercert-cluster-command-$line[1]:"
+        case $line[1] in
+            (keygen)
+_arguments "${_arguments_options[@]}" : \
+'-c+[Configuration file \[default\: /etc/evercert/evercert.toml\]]:FILE:_files' \
+'--config=[Configuration file \[default\: /etc/evercert/evercert.toml\]]:FILE:_files' \
+'-h[Print help]' \
+'--help[Print help]' \
+&& ret=0
+;;
+(help)
+_arguments "${_arguments_options[@]}" : \
+":: :_evercert__subcmd__cluster__subcmd__help_commands" \
+"*::: :->help" \
+&& ret=0
+
+    case $state in
+    (help)
+        words=($line[1] "${words[@]}")
+        (( CURRENT += 1 ))
+        curcontext="${curcontext%:*:*}:evercert-cluster-help-command-$line[1]:"
+        case $line[1] in
+            (keygen)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
+(help)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
+        esac
+    ;;
+esac
+;;
+        esac
+    ;;
+esac
+;;
 (generate)
 _arguments "${_arguments_options[@]}" : \
 '-c+[Configuration file \[default\: /etc/evercert/evercert.toml\]]:FILE:_files' \
@@ -444,6 +496,26 @@ esac
 _arguments "${_arguments_options[@]}" : \
 && ret=0
 ;;
+(cluster)
+_arguments "${_arguments_options[@]}" : \
+":: :_evercert__subcmd__help__subcmd__cluster_commands" \
+"*::: :->cluster" \
+&& ret=0
+
+    case $state in
+    (cluster)
+        words=($line[1] "${words[@]}")
+        (( CURRENT += 1 ))
+        curcontext="${curcontext%:*:*}:evercert-help-cluster-command-$line[1]:"
+        case $line[1] in
+            (keygen)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
+        esac
+    ;;
+esac
+;;
 (generate)
 _arguments "${_arguments_options[@]}" : \
 ":: :_evercert__subcmd__help__subcmd__generate_commands" \
@@ -493,6 +565,7 @@ _evercert_commands() {
 'revoke:Revoke a managed certificate at the CA' \
 'import:Build a configuration from another ACME client'\''s (certbot)' \
 'discover:Every certificate nginx, Apache and HAProxy serve on this host, from their configuration' \
+'cluster:Fleet mode\: hosts that share their certificates through etcd (\[cluster\])' \
 'generate:Print the man page or shell completions (for packaging; see scripts/contrib.sh)' \
 'help:Print this message or the help of the given subcommand(s)' \
     )
@@ -557,6 +630,37 @@ _evercert__subcmd__account__subcmd__show_commands() {
 _evercert__subcmd__check_commands() {
     local commands; commands=()
     _describe -t commands 'evercert check commands' commands "$@"
+}
+(( $+functions[_evercert__subcmd__cluster_commands] )) ||
+_evercert__subcmd__cluster_commands() {
+    local commands; commands=(
+'keygen:Print a new fleet key (32 random bytes, base64) for \[cluster\] secret_key_file' \
+'help:Print this message or the help of the given subcommand(s)' \
+    )
+    _describe -t commands 'evercert cluster commands' commands "$@"
+}
+(( $+functions[_evercert__subcmd__cluster__subcmd__help_commands] )) ||
+_evercert__subcmd__cluster__subcmd__help_commands() {
+    local commands; commands=(
+'keygen:Print a new fleet key (32 random bytes, base64) for \[cluster\] secret_key_file' \
+'help:Print this message or the help of the given subcommand(s)' \
+    )
+    _describe -t commands 'evercert cluster help commands' commands "$@"
+}
+(( $+functions[_evercert__subcmd__cluster__subcmd__help__subcmd__help_commands] )) ||
+_evercert__subcmd__cluster__subcmd__help__subcmd__help_commands() {
+    local commands; commands=()
+    _describe -t commands 'evercert cluster help help commands' commands "$@"
+}
+(( $+functions[_evercert__subcmd__cluster__subcmd__help__subcmd__keygen_commands] )) ||
+_evercert__subcmd__cluster__subcmd__help__subcmd__keygen_commands() {
+    local commands; commands=()
+    _describe -t commands 'evercert cluster help keygen commands' commands "$@"
+}
+(( $+functions[_evercert__subcmd__cluster__subcmd__keygen_commands] )) ||
+_evercert__subcmd__cluster__subcmd__keygen_commands() {
+    local commands; commands=()
+    _describe -t commands 'evercert cluster keygen commands' commands "$@"
 }
 (( $+functions[_evercert__subcmd__config_commands] )) ||
 _evercert__subcmd__config_commands() {
@@ -649,6 +753,7 @@ _evercert__subcmd__help_commands() {
 'revoke:Revoke a managed certificate at the CA' \
 'import:Build a configuration from another ACME client'\''s (certbot)' \
 'discover:Every certificate nginx, Apache and HAProxy serve on this host, from their configuration' \
+'cluster:Fleet mode\: hosts that share their certificates through etcd (\[cluster\])' \
 'generate:Print the man page or shell completions (for packaging; see scripts/contrib.sh)' \
 'help:Print this message or the help of the given subcommand(s)' \
     )
@@ -682,6 +787,18 @@ _evercert__subcmd__help__subcmd__account__subcmd__show_commands() {
 _evercert__subcmd__help__subcmd__check_commands() {
     local commands; commands=()
     _describe -t commands 'evercert help check commands' commands "$@"
+}
+(( $+functions[_evercert__subcmd__help__subcmd__cluster_commands] )) ||
+_evercert__subcmd__help__subcmd__cluster_commands() {
+    local commands; commands=(
+'keygen:Print a new fleet key (32 random bytes, base64) for \[cluster\] secret_key_file' \
+    )
+    _describe -t commands 'evercert help cluster commands' commands "$@"
+}
+(( $+functions[_evercert__subcmd__help__subcmd__cluster__subcmd__keygen_commands] )) ||
+_evercert__subcmd__help__subcmd__cluster__subcmd__keygen_commands() {
+    local commands; commands=()
+    _describe -t commands 'evercert help cluster keygen commands' commands "$@"
 }
 (( $+functions[_evercert__subcmd__help__subcmd__config_commands] )) ||
 _evercert__subcmd__help__subcmd__config_commands() {

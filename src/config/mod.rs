@@ -61,6 +61,8 @@ pub struct Config {
     pub metrics: Option<MetricsSettings>,
     /// `[discover]`: the web servers whose certificates are monitored as if listed.
     pub discover: Option<crate::discover::Sources>,
+    /// `[cluster]`: fleet mode through etcd; `None` for a single host.
+    pub cluster: Option<crate::fleet::ClusterSettings>,
 }
 
 #[derive(Debug, Clone)]
@@ -469,6 +471,7 @@ const ROOT_KEYS: &[&str] = &[
     "alerts",
     "metrics",
     "discover",
+    "cluster",
 ];
 
 /// The valid keys of the table at `path` (indexes dropped: `certificate.http01`).
@@ -486,6 +489,8 @@ fn table_keys(path: &str) -> Option<&'static [&'static str]> {
         "alerts" => field_names::<RawAlerts>(),
         "metrics" => field_names::<RawMetrics>(),
         "discover" => field_names::<RawDiscover>(),
+        "cluster" => field_names::<crate::fleet::config::RawCluster>(),
+        "cluster.tls" => field_names::<crate::fleet::config::RawClusterTls>(),
         _ => return None,
     })
 }
@@ -862,6 +867,17 @@ impl Parser<'_> {
                 .map(|raw| self.discover(raw, &resolve)),
         };
 
+        let cluster = match root.remove("cluster") {
+            None => None,
+            Some(value) => self
+                .section::<crate::fleet::config::RawCluster>(Some(value), "cluster", "[cluster]")
+                .and_then(|raw| {
+                    crate::fleet::config::validate(raw, &resolve, &mut |key, message, hint| {
+                        self.error_at("cluster", key, message, hint);
+                    })
+                }),
+        };
+
         Config {
             source: self.file.to_owned(),
             state_dir,
@@ -872,6 +888,7 @@ impl Parser<'_> {
             alerts,
             metrics,
             discover,
+            cluster,
         }
     }
 
@@ -1636,6 +1653,8 @@ webroot = "/var/www/html"
             "alerts",
             "metrics",
             "discover",
+            "cluster",
+            "cluster.tls",
         ];
         let mut missing = Vec::new();
         for section in sections {

@@ -7,6 +7,7 @@ pub mod ari;
 pub mod certbot;
 pub mod certs;
 pub mod chaos;
+pub mod etcd;
 pub mod faultproxy;
 pub mod hostile;
 pub mod nginx;
