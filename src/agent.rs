@@ -34,7 +34,8 @@ use crate::ari;
 use crate::config::{self, Config, MonitorTarget};
 use crate::decision::{self, Reason};
 use crate::inventory::{self, ManagedStatus};
-use crate::lock::FileLock;
+use crate::links::{self, Layout};
+use crate::lock::{FileLock, RenewLock as _};
 use crate::metrics::{self, Metrics};
 use crate::renew::{self, Outcome, RenewRequest, RunReport};
 use crate::report::{self, Entry};
@@ -171,6 +172,13 @@ struct Renewal {
     started: OffsetDateTime,
     /// `None` when the run passed [`RENEWAL_DEADLINE`].
     task: tokio::task::JoinHandle<Option<RunReport>>,
+}
+
+/// A broken link the agent found and what it did about it.
+struct LinkRepair {
+    name: String,
+    problem: String,
+    outcome: Result<links::Repair, crate::store::StoreError>,
 }
 
 /// The agent's decisions for one wake-up, for logs, `STATUS=` and tests.
@@ -403,8 +411,14 @@ impl Agent {
         let now = self.clock.now();
         let thresholds = self.config.renewal.thresholds;
         self.rediscover(now).await;
+        // Links first: a broken `live/NAME` is repaired from the archive before anything is
+        // decided, so a mistyped rollback costs a reload, not an issuance.
+        let (layouts, repaired) = self.check_links().await;
         let (statuses, file_monitors) = self.inspect(now).await;
         self.announce_discovered(&file_monitors, now);
+        if !repaired.is_empty() {
+            self.report_repairs(&repaired, &statuses, now);
+        }
         let mut plan = self.plan(&statuses, now);
         // A broken file (garbage, emptied) is repaired by the renewal below; someone broke it,
         // though, and that is worth an alert before the repair hides it.
@@ -425,6 +439,13 @@ impl Agent {
             .iter()
             .map(|status| report::managed_entry(status, now))
             .collect();
+        // A broken or foreign link is an error whatever `cert_path` reads as.
+        let mut layouts: HashMap<String, Layout> = layouts.into_iter().collect();
+        for entry in &mut entries {
+            if let Some(layout) = layouts.remove(&entry.name) {
+                report::apply_layout(entry, layout, true);
+            }
+        }
         entries.extend(file_monitors);
         let alerting: Vec<Entry> = entries
             .iter()
@@ -546,6 +567,117 @@ impl Agent {
     fn budgeted(&self, deadline: StdDuration) -> StdDuration {
         self.scan_budget
             .map_or(deadline, |budget| deadline.min(budget))
+    }
+
+    /// Inspects every managed certificate's links (`links`) and repairs a broken `live/NAME`
+    /// under the certificate's renewal lock, on a blocking thread like `inspect`. Returns the
+    /// layouts after the repairs, and what was repaired.
+    async fn check_links(&self) -> (Vec<(String, Layout)>, Vec<LinkRepair>) {
+        let config = self.config.clone();
+        let renewing: Vec<String> = self
+            .renewal
+            .as_ref()
+            .map(|renewal| renewal.names.clone())
+            .unwrap_or_default();
+        let work = tokio::task::spawn_blocking(move || {
+            let state = FileState::new(&config.state_dir);
+            let locks = FileLock::new(config.state_dir.join("locks"));
+            let mut layouts = Vec::with_capacity(config.certificates.len());
+            let mut repairs = Vec::new();
+            for cert in &config.certificates {
+                let mut layout = links::inspect(&config.state_dir, cert);
+                if layout.repairable() {
+                    // Our own renewal installs a new version anyway; another process's holds
+                    // the lock, and a first install links the paths a moment before it creates
+                    // `live/NAME`: not broken, in progress. Its flip wakes the watcher.
+                    if renewing.contains(&cert.name) {
+                        continue;
+                    }
+                    let Ok(_guard) = locks.acquire(&cert.name, StdDuration::ZERO) else {
+                        continue;
+                    };
+                    let before = links::inspect(&config.state_dir, cert);
+                    if before.repairable() {
+                        let skip = state
+                            .load(&cert.name)
+                            .pending
+                            .map(|pending| pending.version);
+                        let outcome = links::repair(&config.state_dir, cert, skip.as_deref());
+                        layout = links::inspect(&config.state_dir, cert);
+                        repairs.push(LinkRepair {
+                            name: cert.name.clone(),
+                            problem: before.summary().unwrap_or_default(),
+                            outcome,
+                        });
+                    }
+                }
+                layouts.push((cert.name.clone(), layout));
+            }
+            (layouts, repairs)
+        });
+        work.await.unwrap_or_else(|err| {
+            tracing::error!("checking the links failed ({err}); looking again at the next scan");
+            (Vec::new(), Vec::new())
+        })
+    }
+
+    /// Logs and alerts each repair (an error now; the recovery follows from the state the
+    /// scan finds), and runs the reload of each repaired certificate in a task of its own.
+    fn report_repairs(
+        &mut self,
+        repairs: &[LinkRepair],
+        statuses: &[ManagedStatus],
+        now: OffsetDateTime,
+    ) {
+        let mut alerting = Vec::new();
+        for repair in repairs {
+            let Some(cert) = self.config.certificate(&repair.name).cloned() else {
+                continue;
+            };
+            let outcome = match &repair.outcome {
+                Ok(links::Repair::Repointed(version)) => format!(
+                    "repaired: live/{} now points at version {version}, the newest complete one whose key matches its certificate",
+                    repair.name
+                ),
+                Ok(links::Repair::NoGoodVersion) => "no version in the archive can be served (none is complete with a matching key); ordering a new certificate".to_owned(),
+                Err(err) => format!("repairing it failed: {err}; ordering a new certificate"),
+            };
+            let message = format!("{}; {outcome}", repair.problem);
+            if let Some(status) = statuses.iter().find(|status| status.name == repair.name) {
+                let mut entry = report::managed_entry(status, now);
+                entry.state = crate::policy::CertState::Error;
+                entry.error = Some(message.clone());
+                alerting.push(entry);
+            } else {
+                tracing::error!("{}: {message}", repair.name);
+            }
+            if let (Ok(links::Repair::Repointed(_)), Some(command)) =
+                (&repair.outcome, cert.reload.clone())
+            {
+                tokio::spawn(async move {
+                    let env = vec![
+                        ("EVERCERT_NAMES", cert.name.clone()),
+                        ("EVERCERT_NAME", cert.name.clone()),
+                        ("EVERCERT_DOMAINS", cert.domains.join(" ")),
+                        ("EVERCERT_CERT_PATH", cert.cert_path.display().to_string()),
+                        ("EVERCERT_KEY_PATH", cert.key_path.display().to_string()),
+                    ];
+                    match crate::hooks::run(&command, &[], &env, cert.reload_timeout.unsigned_abs())
+                        .await
+                    {
+                        Ok(_) => tracing::info!(
+                            "{}: reloaded (`{command}`) after repairing the link",
+                            cert.name
+                        ),
+                        Err(err) => tracing::error!(
+                            "{}: the reload after repairing the link failed: {err}; the web server may still fail to read the certificate: reload it by hand",
+                            cert.name
+                        ),
+                    }
+                });
+            }
+        }
+        self.alert(&alerting, now);
     }
 
     /// Starts the renewal run for `names` as a task of its own.
@@ -851,6 +983,32 @@ impl Agent {
         )
     }
 
+    /// The line logged after each scan, so that an idle agent can be told from a hung one:
+    /// `nothing due; next: shop renewal in 20d (2026-12-20T10:34:07Z)`.
+    pub fn idle_line(&self, plan: &Plan) -> String {
+        let now = self.clock.now();
+        let doing = match self.renewal.as_ref().map(|renewal| &renewal.names[..]) {
+            Some(names) if names.len() > 3 => format!("renewing {} certificates", names.len()),
+            Some(names) => format!("renewing {}", names.join(", ")),
+            None => "nothing due".to_owned(),
+        };
+        let next = plan.next_renewal.as_ref().map_or_else(
+            || "nothing scheduled".to_owned(),
+            |(at, why)| {
+                format!(
+                    "{why} {} ({})",
+                    report::relative(*at, now),
+                    crate::units::rfc3339(at.replace_nanosecond(0).unwrap_or(*at))
+                )
+            },
+        );
+        let count = self.config.certificates.len() + self.config.monitors.len();
+        format!(
+            "{doing}; next: {next}; watching {count} certificate{} for changes",
+            if count == 1 { "" } else { "s" }
+        )
+    }
+
     /// The agent's loop, until `controls.stop` says so: scan, then wait for the next event.
     ///
     /// READY=1 goes out first, once the configuration and the inventory are loaded and before
@@ -893,7 +1051,7 @@ impl Agent {
                 newly_watched |= outside.watch_discovery(&files, &dirs);
             }
             let status = self.status_line(&plan);
-            tracing::debug!("{status}");
+            tracing::info!("{}", self.idle_line(&plan));
             outside.notify(Notice::Status(&status));
             if let Some(every) = watchdog {
                 outside.notify(Notice::Watchdog);
@@ -1100,6 +1258,10 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), AgentError>
         }
     });
 
+    // Held until the agent exits: `status` reads who runs here, and a second agent for the
+    // same state_dir is refused (it would alert twice and race the first one's repairs).
+    let _agent_lock = crate::lock::hold_agent(&config.state_dir, OffsetDateTime::now_utc())
+        .map_err(AgentError::Lock)?;
     let mut agent = Agent::new(
         config_path,
         config,
@@ -1223,6 +1385,8 @@ pub enum ReloadError {
 pub enum AgentError {
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
+    #[error("{0}")]
+    Lock(crate::lock::AgentLockError),
     #[error(
         "cannot serve metrics on {listen}: {message}; is another process bound there? change [metrics] listen"
     )]

@@ -413,7 +413,7 @@ fn cmd_status(config: &Config, json: bool) -> u8 {
             return 1;
         }
     } else {
-        print!("{}", report::render_table(&entries));
+        print!("{}", report::render_table(&entries, now));
     }
     0
 }

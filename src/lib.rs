@@ -20,6 +20,7 @@ pub mod generate;
 pub mod hooks;
 pub mod import;
 pub mod inventory;
+pub mod links;
 pub mod listener;
 pub mod lock;
 pub mod logging;

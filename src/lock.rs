@@ -200,6 +200,118 @@ fn read_pid(file: &File) -> Option<u32> {
     std::str::from_utf8(&buf[..len]).ok()?.trim().parse().ok()
 }
 
+/// The file a running agent holds locked for its whole life, in the lock directory. A
+/// certificate's name never starts with a dot, so it cannot collide with a renewal's lock.
+const AGENT_LOCK: &str = ".agent.lock";
+
+/// A running agent, as `status` sees it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct AgentInfo {
+    pub pid: Option<u32>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub since: Option<time::OffsetDateTime>,
+}
+
+/// Held by `evercert run` until it exits: tells `status` (and a second agent) that an
+/// agent looks after this state directory. The kernel drops it with the process.
+#[derive(Debug)]
+pub struct AgentLock {
+    _file: File,
+}
+
+/// Why the agent lock was not taken.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentLockError {
+    #[error(
+        "another evercert agent{} already runs for this state directory (its lock: {path}); stop it first, or give this configuration its own state_dir",
+        crate::lock::holder(.holder.pid)
+    )]
+    Busy { path: PathBuf, holder: AgentInfo },
+    #[error(
+        "cannot take the agent lock {path}: {message}; give evercert write access to its directory (systemd: ReadWritePaths=)"
+    )]
+    Io { path: PathBuf, message: String },
+}
+
+fn agent_lock_path(state_dir: &Path) -> PathBuf {
+    state_dir.join("locks").join(AGENT_LOCK)
+}
+
+/// Takes the agent lock of `state_dir` and records this process and `since` in it.
+pub fn hold_agent(
+    state_dir: &Path,
+    since: time::OffsetDateTime,
+) -> Result<AgentLock, AgentLockError> {
+    let path = agent_lock_path(state_dir);
+    let io = |err: io::Error| AgentLockError::Io {
+        path: path.clone(),
+        message: err.to_string(),
+    };
+    let file = FileLock::new(state_dir.join("locks"))
+        .open("agent", &path)
+        .map_err(|err| AgentLockError::Io {
+            path: path.clone(),
+            message: err.to_string(),
+        })?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(TryLockError::WouldBlock) => {
+            return Err(AgentLockError::Busy {
+                holder: read_agent(&file),
+                path,
+            });
+        }
+        Err(TryLockError::Error(err)) => return Err(io(err)),
+    }
+    let text = format!("{}\n{}\n", std::process::id(), crate::units::rfc3339(since));
+    file.set_len(0)
+        .and_then(|()| file.write_all_at(text.as_bytes(), 0))
+        .map_err(io)?;
+    Ok(AgentLock { _file: file })
+}
+
+/// The agent running for `state_dir`, if one holds its lock.
+pub fn running_agent(state_dir: &Path) -> Option<AgentInfo> {
+    held_by(&agent_lock_path(state_dir)).map(|file| read_agent(&file))
+}
+
+/// The pid of the process renewing `name` right now, if one holds its lock (`Some(None)` when
+/// the pid cannot be read).
+pub fn renewing(state_dir: &Path, name: &str) -> Option<Option<u32>> {
+    if store::check_name(name).is_err() {
+        return None;
+    }
+    held_by(&FileLock::new(state_dir.join("locks")).path(name)).map(|file| read_pid(&file))
+}
+
+/// The lock file at `path`, when another process holds it. Opened read-only and never
+/// created: looking must not change the state directory.
+fn held_by(path: &Path) -> Option<File> {
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(path)
+        .ok()?;
+    match file.try_lock_shared() {
+        Err(TryLockError::WouldBlock) => Some(file),
+        // Free (released at once by closing), or a file system without locks: no holder.
+        _ => None,
+    }
+}
+
+fn read_agent(file: &File) -> AgentInfo {
+    let mut buf = [0_u8; 128];
+    let len = file.read_at(&mut buf, 0).unwrap_or(0);
+    let text = String::from_utf8_lossy(&buf[..len]);
+    let mut lines = text.lines();
+    let pid = lines.next().and_then(|line| line.trim().parse().ok());
+    let since = lines.next().and_then(|line| {
+        time::OffsetDateTime::parse(line.trim(), &time::format_description::well_known::Rfc3339)
+            .ok()
+    });
+    AgentInfo { pid, since }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -280,6 +392,35 @@ mod tests {
         let recorded = std::fs::read_to_string(&path).unwrap();
         assert_eq!(recorded.trim(), std::process::id().to_string());
         drop(guard);
+    }
+
+    #[test]
+    fn the_agent_lock_names_the_running_agent_and_is_exclusive() {
+        let tmp = tempfile::tempdir().unwrap();
+        assert_eq!(running_agent(tmp.path()), None);
+        let since = time::OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
+        let held = hold_agent(tmp.path(), since).unwrap();
+        let info = running_agent(tmp.path()).unwrap();
+        assert_eq!(info.pid, Some(std::process::id()));
+        assert_eq!(info.since, Some(since));
+        let err = hold_agent(tmp.path(), since).unwrap_err();
+        assert!(
+            err.to_string().starts_with(&format!(
+                "another evercert agent (pid {}) already runs",
+                std::process::id()
+            )),
+            "{err}"
+        );
+        drop(held);
+        assert_eq!(running_agent(tmp.path()), None);
+        // A renewal's lock is seen the same way, and a name that is no file name is none.
+        let locks = FileLock::new(tmp.path().join("locks"));
+        assert_eq!(renewing(tmp.path(), "shop"), None);
+        let guard = locks.acquire("shop", Duration::ZERO).unwrap();
+        assert_eq!(renewing(tmp.path(), "shop"), Some(Some(std::process::id())));
+        drop(guard);
+        assert_eq!(renewing(tmp.path(), "shop"), None);
+        assert_eq!(renewing(tmp.path(), "../x"), None);
     }
 
     #[test]

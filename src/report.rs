@@ -13,9 +13,11 @@ use time::OffsetDateTime;
 use crate::config::{Config, Endpoint, MonitorTarget};
 use crate::decision::{Reason, Window};
 use crate::inventory::{self, CertFile, CertFileError, ManagedStatus};
+use crate::links::{self, Health, Layout, ProblemKind};
 use crate::policy::{self, CertState, Thresholds};
 use crate::probe::{self, ProbeError, Served};
-use crate::state::Pending;
+use crate::renew::Step;
+use crate::state::{CertHistory, FileState, Pending, StateStore as _};
 
 /// How long `check` and `status` wait for one endpoint's handshake.
 pub const PROBE_TIMEOUT: StdDuration = StdDuration::from_secs(10);
@@ -65,6 +67,82 @@ pub struct Entry {
     pub trusted: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub trust_error: Option<String>,
+    /// Managed: the last renewal attempt and its result, from the renewal history.
+    pub last_attempt: Option<Attempt>,
+    /// Managed: when evercert tries next, why, and who (the agent, or a `renew` by hand).
+    pub next_attempt: Option<NextAttempt>,
+    /// Managed: how `cert_path` and `key_path` resolve through `live/NAME` (`links`).
+    pub layout: Option<Layout>,
+    /// Managed: whether an agent runs for this state_dir, since when.
+    pub agent: Option<AgentStatus>,
+}
+
+/// A renewal attempt as the history remembers it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Attempt {
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    /// `success` or `failure`.
+    pub result: &'static str,
+    /// The step that failed.
+    pub step: Option<Step>,
+    pub error: Option<String>,
+    /// The serial issued by a successful attempt.
+    pub serial: Option<String>,
+    /// Failures in a row since the last success.
+    pub failures: u32,
+}
+
+impl Attempt {
+    /// The latest of the last success and the last failure.
+    pub fn from_history(history: &CertHistory) -> Option<Self> {
+        let failure = history.last_failure.filter(|at| {
+            history.failures > 0 && history.last_success.is_none_or(|success| *at >= success)
+        });
+        match (failure, history.last_success) {
+            (Some(at), _) => Some(Self {
+                at,
+                result: "failure",
+                step: history.failure_step,
+                error: history.last_error.clone(),
+                serial: None,
+                failures: history.failures,
+            }),
+            (None, Some(at)) => Some(Self {
+                at,
+                result: "success",
+                step: None,
+                error: None,
+                serial: history.last_serial.clone(),
+                failures: 0,
+            }),
+            (None, None) => None,
+        }
+    }
+}
+
+/// The next attempt, in words.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NextAttempt {
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    pub reason: Reason,
+    /// Why, and who acts: "lifetime rule; the agent renews it then".
+    pub explanation: String,
+}
+
+/// Whether an agent looks after the state directory, and whether this certificate is being
+/// renewed right now (by the agent or a `renew` by hand).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AgentStatus {
+    pub running: bool,
+    pub pid: Option<u32>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub since: Option<OffsetDateTime>,
+    /// The pid holding this certificate's renewal lock, when one does.
+    pub renewing_pid: Option<u32>,
+    /// The renewal lock is held (the pid may be unknown).
+    pub renewing: bool,
 }
 
 impl Entry {
@@ -89,6 +167,10 @@ impl Entry {
             reason: None,
             trusted: None,
             trust_error: None,
+            last_attempt: None,
+            next_attempt: None,
+            layout: None,
+            agent: None,
         }
     }
 
@@ -129,6 +211,198 @@ pub fn managed_entry(status: &ManagedStatus, now: OffsetDateTime) -> Entry {
         entry.reason = status.problem.clone();
     }
     entry
+}
+
+/// Marks `entry` as an error when its links are broken or lead somewhere else: the web server
+/// then does not read what evercert keeps live, whatever the file at `cert_path` says.
+/// `agent_running` picks the advice.
+pub fn apply_layout(entry: &mut Entry, layout: Layout, agent_running: bool) {
+    let name = entry.name.clone();
+    let serious = match layout.health {
+        Health::Broken => true,
+        Health::Foreign => layout
+            .problems
+            .iter()
+            .any(|problem| problem.kind == ProblemKind::ForeignLink),
+        Health::Ok | Health::Unmanaged => false,
+    };
+    if serious && let Some(summary) = layout.summary() {
+        let advice = if layout.repairable() && agent_running {
+            "the running agent repairs it: it points the link at the newest complete version in the archive and runs the reload".to_owned()
+        } else if layout.repairable() {
+            format!(
+                "start the agent (it repairs the link from the archive), point live/{name} at a version listed in archive/{name}/ by hand (docs/storage.md), or run `evercert renew {name} --force` for a new certificate"
+            )
+        } else if layout.health == Health::Broken {
+            format!("move it away and run `evercert renew {name} --force`")
+        } else {
+            format!(
+                "if it is meant to be served, set cert_path/key_path to it in the configuration; otherwise `evercert renew {name} --force` links it to evercert's version again"
+            )
+        };
+        entry.state = CertState::Error;
+        entry.error = Some(format!("{summary}; {advice}"));
+    }
+    entry.layout = Some(layout);
+}
+
+/// Adds what `status` explains to the managed entries: the last attempt, the next one and
+/// who makes it, the links, and whether an agent is running.
+pub fn explain(entries: &mut [Entry], config: &Config, now: OffsetDateTime) {
+    let agent = crate::lock::running_agent(&config.state_dir);
+    let state = FileState::new(&config.state_dir);
+    for entry in entries
+        .iter_mut()
+        .filter(|entry| entry.kind == Kind::Managed)
+    {
+        let Some(cert) = config.certificate(&entry.name) else {
+            continue;
+        };
+        let history = state.load(&entry.name);
+        let renewing = crate::lock::renewing(&config.state_dir, &entry.name);
+        let status = AgentStatus {
+            running: agent.is_some(),
+            pid: agent.as_ref().and_then(|agent| agent.pid),
+            since: agent.as_ref().and_then(|agent| agent.since),
+            renewing_pid: renewing.flatten(),
+            renewing: renewing.is_some(),
+        };
+        entry.last_attempt = Attempt::from_history(&history);
+        if let (Some(at), Some(reason)) = (entry.renew_at, entry.renew_reason) {
+            entry.next_attempt = Some(NextAttempt {
+                at,
+                reason,
+                explanation: next_explanation(reason, at, &history, &status, now),
+            });
+        }
+        apply_layout(
+            entry,
+            links::inspect(&config.state_dir, cert),
+            status.running,
+        );
+        entry.agent = Some(status);
+    }
+}
+
+/// Why the next attempt is when it is, and who makes it: advice that fits (no "run renew"
+/// while the agent is renewing it).
+fn next_explanation(
+    reason: Reason,
+    at: OffsetDateTime,
+    history: &CertHistory,
+    agent: &AgentStatus,
+    now: OffsetDateTime,
+) -> String {
+    let mut why = reason.describe().to_owned();
+    if reason == Reason::Retry {
+        let _ = write!(
+            why,
+            " ({} failure{} in a row",
+            history.failures,
+            if history.failures == 1 { "" } else { "s" }
+        );
+        if let Some(after) = history.retry_after.filter(|after| *after > now) {
+            let _ = write!(
+                why,
+                "; the CA asked not to come back before {}",
+                crate::units::rfc3339(after)
+            );
+        }
+        why.push(')');
+    }
+    if reason == Reason::Unreadable {
+        return format!("{why}; renewing cannot help: fix the file's permissions");
+    }
+    let who = if agent.renewing {
+        match agent.renewing_pid {
+            Some(pid) if agent.pid == Some(pid) => "the agent is renewing it now".to_owned(),
+            Some(pid) => format!("evercert (pid {pid}) is renewing it now"),
+            None => "another evercert is renewing it now".to_owned(),
+        }
+    } else if at <= now {
+        if agent.running {
+            "due now: the running agent renews it".to_owned()
+        } else {
+            "due now, and no agent runs for this state_dir: run `evercert renew` (or start the agent)".to_owned()
+        }
+    } else if agent.running {
+        format!("the running agent renews it then ({})", relative(at, now))
+    } else {
+        format!(
+            "no agent runs for this state_dir: a timer or cron job must run `evercert renew` by then ({})",
+            relative(at, now)
+        )
+    };
+    format!("{why}; {who}")
+}
+
+/// "in 3d", "2h ago", "now": how far `at` is from `now`, in the largest units.
+pub fn relative(at: OffsetDateTime, now: OffsetDateTime) -> String {
+    let delta = at - now;
+    if delta.whole_seconds().abs() < 1 {
+        "now".to_owned()
+    } else if delta.is_negative() {
+        format!("{} ago", crate::units::format_duration(-delta))
+    } else {
+        format!("in {}", crate::units::format_duration(delta))
+    }
+}
+
+/// Why an entry needs a person's attention, if it does.
+pub fn attention(entry: &Entry) -> Option<String> {
+    match entry.state {
+        CertState::Error => return Some("error".to_owned()),
+        CertState::Expired | CertState::Critical | CertState::Warning => {
+            return Some(entry.state.to_string());
+        }
+        CertState::Ok | CertState::Due => {}
+    }
+    if let Some(attempt) = &entry.last_attempt
+        && attempt.result == "failure"
+    {
+        return Some(format!(
+            "renewal failing ({} failure{})",
+            attempt.failures,
+            if attempt.failures == 1 { "" } else { "s" }
+        ));
+    }
+    if entry.pending.is_some() {
+        return Some("a version is waiting to be deployed".to_owned());
+    }
+    if let Some(layout) = &entry.layout
+        && layout.health == Health::Foreign
+    {
+        return Some("no longer evercert's link".to_owned());
+    }
+    let agent_running = entry.agent.as_ref().is_some_and(|agent| agent.running);
+    if entry.state == CertState::Due && entry.kind == Kind::Managed && !agent_running {
+        return Some("due, and no agent runs".to_owned());
+    }
+    None
+}
+
+/// The last line of `status`: how many need attention, and which.
+pub fn summary_line(entries: &[Entry]) -> String {
+    let count = entries.len();
+    let plural = |n: usize| if n == 1 { "" } else { "s" };
+    let needing: Vec<String> = entries
+        .iter()
+        .filter_map(|entry| attention(entry).map(|why| format!("{} ({why})", entry.name)))
+        .collect();
+    if needing.is_empty() {
+        format!(
+            "summary: {count} certificate{}, none needs attention",
+            plural(count)
+        )
+    } else {
+        format!(
+            "summary: {count} certificate{}, {} need{} attention: {}",
+            plural(count),
+            needing.len(),
+            if needing.len() == 1 { "s" } else { "" },
+            needing.join(", ")
+        )
+    }
 }
 
 /// The entry of a certificate file watched for expiry only.
@@ -203,6 +477,7 @@ pub async fn gather(config: &Config, thresholds: Thresholds, now: OffsetDateTime
         .iter()
         .map(|status| managed_entry(status, now))
         .collect();
+    explain(&mut entries, config, now);
     entries.extend(gather_monitors(config, thresholds, now).await);
     let discovered = crate::discover::monitor_entries(config, &entries, thresholds, now);
     entries.extend(discovered);
@@ -286,8 +561,8 @@ pub fn columns<const N: usize>(header: &[&str; N], rows: &[[String; N]]) -> Stri
     out
 }
 
-/// The human table of `status`.
-pub fn render_table(entries: &[Entry]) -> String {
+/// The human table of `status`, with what it explains under it (`now` for "2h ago").
+pub fn render_table(entries: &[Entry], now: OffsetDateTime) -> String {
     let rows: Vec<[String; 6]> = entries
         .iter()
         .map(|entry| {
@@ -329,7 +604,62 @@ pub fn render_table(entries: &[Entry]) -> String {
         if let Some(trust) = &entry.trust_error {
             let _ = writeln!(out, "  {}: not trusted by this host: {trust}", entry.name);
         }
+        if let Some(attempt) = &entry.last_attempt {
+            let _ = write!(
+                out,
+                "  {}: last attempt {} ({}): ",
+                entry.name,
+                crate::units::rfc3339(attempt.at),
+                relative(attempt.at, now)
+            );
+            match (attempt.result, &attempt.error) {
+                ("failure", error) => {
+                    let step = attempt
+                        .step
+                        .map(|step| format!(" at {step}"))
+                        .unwrap_or_default();
+                    let _ = write!(
+                        out,
+                        "failed{step}: {}",
+                        error.as_deref().unwrap_or("no message recorded")
+                    );
+                    if attempt.failures > 1 {
+                        let _ = write!(out, " ({} failures in a row)", attempt.failures);
+                    }
+                    out.push('\n');
+                }
+                _ => {
+                    let serial = attempt
+                        .serial
+                        .as_deref()
+                        .map(|serial| format!(", serial {serial}"))
+                        .unwrap_or_default();
+                    let _ = writeln!(out, "renewed{serial}");
+                }
+            }
+        }
+        if let Some(next) = &entry.next_attempt {
+            let _ = writeln!(
+                out,
+                "  {}: next attempt {}: {}",
+                entry.name,
+                crate::units::rfc3339(next.at),
+                next.explanation
+            );
+        }
+        if let Some(layout) = &entry.layout {
+            for problem in &layout.problems {
+                if !entry
+                    .error
+                    .as_deref()
+                    .is_some_and(|error| error.contains(&problem.message))
+                {
+                    let _ = writeln!(out, "  {}: {}", entry.name, problem.message);
+                }
+            }
+        }
         if let (Some(reason), Some(at)) = (entry.renew_reason, entry.renew_at)
+            && entry.next_attempt.is_none()
             && !matches!(reason, Reason::Lifetime | Reason::Unreadable)
         {
             let _ = writeln!(
@@ -363,7 +693,40 @@ pub fn render_table(entries: &[Entry]) -> String {
     if entries.is_empty() {
         out.push_str("(no certificates configured)\n");
     }
+    if let Some(agent) = entries.iter().find_map(|entry| entry.agent.as_ref()) {
+        out.push_str(&agent_line(agent, now));
+        out.push('\n');
+    }
+    if entries
+        .iter()
+        .any(|entry| entry.agent.is_some() || entry.kind == Kind::Monitored)
+    {
+        out.push_str(&summary_line(entries));
+        out.push('\n');
+    }
     out
+}
+
+/// `agent: running (pid 812) since 2026-11-30T10:00:00Z (2h ago)`, or that none runs.
+pub fn agent_line(agent: &AgentStatus, now: OffsetDateTime) -> String {
+    if !agent.running {
+        return "agent: not running for this state_dir (renewals happen only when `evercert renew` runs)".to_owned();
+    }
+    let pid = agent
+        .pid
+        .map(|pid| format!(" (pid {pid})"))
+        .unwrap_or_default();
+    let since = agent
+        .since
+        .map(|since| {
+            format!(
+                " since {} ({})",
+                crate::units::rfc3339(since),
+                relative(since, now)
+            )
+        })
+        .unwrap_or_default();
+    format!("agent: running{pid}{since}")
 }
 
 /// One monitoring-plugin line: `CRITICAL api.example.com:443: expired 2 days ago (…)`.

@@ -5,8 +5,14 @@
 //! while a watch on the file itself would follow the old inode and go silent. Events only
 //! say "look again": the agent re-reads and re-decides, it never trusts the event kind.
 //! When inotify watches run out, the agent falls back to frequent rescans.
+//!
+//! Once evercert manages a pair, `cert_path` is a symlink that never changes: what changes is
+//! what it resolves through (`links`). So `STATE/live/` (each certificate's link), the
+//! certificate's `archive/NAME/` and its live version's directory are watched too: a
+//! mistyped rollback, a removed version, or a renewal made by another process (the timer
+//! unit, a `renew` by hand) is seen at once, like any file change.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -16,15 +22,38 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use crate::config::{Config, MonitorTarget};
 
+/// Which entries of a watched directory matter.
+#[derive(Debug, Clone, Default)]
+struct Interest {
+    /// These names (and Kubernetes-style `..data` flips beside them).
+    names: HashSet<OsString>,
+    /// Every entry but staging names (`.tmp-…`, `.NAME.….tmp`): a version directory, or a
+    /// certificate's archive.
+    any: bool,
+    /// Every entry (a directory a web server's include glob lists).
+    all: bool,
+}
+
+impl Interest {
+    fn wants(&self, name: &std::ffi::OsStr) -> bool {
+        let text = name.to_string_lossy();
+        if self.all {
+            return true;
+        }
+        if self.any {
+            return !text.starts_with('.') || text.starts_with("..");
+        }
+        self.names.contains(name) || text.starts_with("..")
+    }
+}
+
 /// The file watcher; dropping it stops watching.
 pub struct Watcher {
     inner: Option<notify::RecommendedWatcher>,
     /// Directories watched so far; the others are tried again after every wake-up (a
     /// certificate directory appears with the first issuance).
     watched: HashSet<PathBuf>,
-    names: Arc<std::sync::RwLock<HashSet<OsString>>>,
-    /// Directories where any file is relevant (those a web server's include glob lists).
-    any_in: Arc<std::sync::RwLock<HashSet<PathBuf>>>,
+    interests: Arc<std::sync::RwLock<HashMap<PathBuf, Interest>>>,
     /// Some directory could not be watched: rely on rescans.
     pub degraded: bool,
 }
@@ -40,10 +69,8 @@ impl std::fmt::Debug for Watcher {
 impl Watcher {
     /// A watcher that sends the path of each relevant change to `events`.
     pub fn new(events: UnboundedSender<PathBuf>) -> Self {
-        let names: Arc<std::sync::RwLock<HashSet<OsString>>> = Arc::default();
-        let wanted = names.clone();
-        let any_in: Arc<std::sync::RwLock<HashSet<PathBuf>>> = Arc::default();
-        let listed = any_in.clone();
+        let interests: Arc<std::sync::RwLock<HashMap<PathBuf, Interest>>> = Arc::default();
+        let wanted = interests.clone();
         let handler = move |result: notify::Result<notify::Event>| {
             let Ok(event) = result else { return };
             // Reading a file (ours, every scan, or the web server's) is not a change: acting
@@ -54,17 +81,13 @@ impl Watcher {
                 EventKind::Access(_) => return,
                 _ => {}
             }
-            let (Ok(wanted), Ok(listed)) = (wanted.read(), listed.read()) else {
-                return;
-            };
+            let Ok(wanted) = wanted.read() else { return };
             for path in event.paths {
-                let Some(name) = path.file_name() else {
+                let (Some(name), Some(dir)) = (path.file_name(), path.parent()) else {
                     continue;
                 };
                 // Our files, or a Kubernetes-style `..data` flip beside them.
-                let relevant = wanted.contains(name)
-                    || name.to_string_lossy().starts_with("..")
-                    || path.parent().is_some_and(|dir| listed.contains(dir));
+                let relevant = wanted.get(dir).is_some_and(|interest| interest.wants(name));
                 if relevant {
                     let _ = events.send(path);
                 }
@@ -74,8 +97,7 @@ impl Watcher {
             Ok(inner) => Self {
                 inner: Some(inner),
                 watched: HashSet::new(),
-                names,
-                any_in,
+                interests,
                 degraded: false,
             },
             Err(err) => {
@@ -83,63 +105,75 @@ impl Watcher {
                 Self {
                     inner: None,
                     watched: HashSet::new(),
-                    names,
-                    any_in,
+                    interests,
                     degraded: true,
                 }
             }
         }
     }
 
-    /// Watches the directories of every file the configuration names; returns how many
-    /// directories are newly watched.
+    /// Watches the directories of every file the configuration names, and what the managed
+    /// paths resolve through; returns how many directories are newly watched.
     pub fn watch_config(&mut self, config: &Config) -> usize {
         let mut files: Vec<&Path> = Vec::new();
         for cert in &config.certificates {
             files.push(&cert.cert_path);
             files.push(&cert.key_path);
+            if let Some(bundle) = &cert.bundle_path {
+                files.push(bundle);
+            }
         }
         for monitor in &config.monitors {
             if let MonitorTarget::File(path) = &monitor.target {
                 files.push(path);
             }
         }
-        self.watch_files(&files)
+        let mut wanted = by_directory(&files);
+        for cert in &config.certificates {
+            let dirs = crate::links::watched_dirs(&config.state_dir, cert);
+            for (index, dir) in dirs.into_iter().enumerate() {
+                let interest = wanted.entry(dir).or_default();
+                if index == 0 {
+                    // `live/`: this certificate's link.
+                    interest.names.insert(OsString::from(&cert.name));
+                } else {
+                    interest.any = true;
+                }
+            }
+        }
+        self.watch_dirs(wanted)
     }
 
     /// Watches the web servers' configuration for `[discover]`: `files` like certificate
     /// files (their directories, for their names), and `dirs` for any file in them (a new
     /// include). Returns how many directories are newly watched.
     pub fn watch_inputs(&mut self, files: &[&Path], dirs: &[&Path]) -> usize {
-        if let Ok(mut any_in) = self.any_in.write() {
-            any_in.extend(dirs.iter().map(|dir| dir.to_path_buf()));
+        let mut wanted = by_directory(files);
+        for dir in dirs {
+            wanted.entry(dir.to_path_buf()).or_default().all = true;
         }
-        self.watch_dirs(dirs.iter().map(|dir| dir.to_path_buf()).collect())
-            + self.watch_files(files)
+        self.watch_dirs(wanted)
     }
 
     /// Watches the parent directories of `files`; returns how many are newly watched.
     pub fn watch_files(&mut self, files: &[&Path]) -> usize {
-        let mut dirs = BTreeSet::new();
-        if let Ok(mut names) = self.names.write() {
-            for file in files {
-                if let Some(name) = file.file_name() {
-                    names.insert(name.to_owned());
-                }
-                if let Some(dir) = file.parent() {
-                    dirs.insert(dir.to_owned());
-                }
-            }
-        }
-        self.watch_dirs(dirs)
+        self.watch_dirs(by_directory(files))
     }
 
-    fn watch_dirs(&mut self, dirs: BTreeSet<PathBuf>) -> usize {
+    fn watch_dirs(&mut self, wanted: BTreeMap<PathBuf, Interest>) -> usize {
+        if let Ok(mut interests) = self.interests.write() {
+            for (dir, interest) in &wanted {
+                let known = interests.entry(dir.clone()).or_default();
+                known.names.extend(interest.names.iter().cloned());
+                known.any |= interest.any;
+                known.all |= interest.all;
+            }
+        }
         let Some(inner) = self.inner.as_mut() else {
             return 0;
         };
         let mut added = 0;
-        for dir in dirs {
+        for dir in wanted.into_keys() {
             if self.watched.contains(&dir) || !dir.exists() {
                 continue;
             }
@@ -161,4 +195,19 @@ impl Watcher {
         }
         added
     }
+}
+
+/// The parent directories of `files`, each wanting its files' names.
+fn by_directory(files: &[&Path]) -> BTreeMap<PathBuf, Interest> {
+    let mut wanted: BTreeMap<PathBuf, Interest> = BTreeMap::new();
+    for file in files {
+        if let (Some(name), Some(dir)) = (file.file_name(), file.parent()) {
+            wanted
+                .entry(dir.to_owned())
+                .or_default()
+                .names
+                .insert(name.to_owned());
+        }
+    }
+    wanted
 }

@@ -218,15 +218,7 @@ pub fn unknown_names<'a>(config: &Config, names: &'a [String]) -> Vec<&'a str> {
 }
 
 fn target(cert: &CertificateSettings) -> Target<'_> {
-    Target {
-        name: &cert.name,
-        cert_path: &cert.cert_path,
-        key_path: &cert.key_path,
-        key_mode: cert.key_mode,
-        owner: cert.owner.as_deref(),
-        group: cert.group.as_deref(),
-        bundle_path: cert.bundle_path.as_deref(),
-    }
+    crate::links::target(cert)
 }
 
 /// Saves a secret file through the store's atomic writer (mode 0600).

@@ -1754,7 +1754,7 @@ fn cert_file_check(dir: &Path) -> Check {
             inventory::inspect_managed(&cert, RenewBefore::Fraction(1.0 / 3.0), thresholds, now);
         let managed = report::managed_entry(&status, now);
         let entries = [monitored, managed];
-        let _ = report::render_table(&entries);
+        let _ = report::render_table(&entries, now);
         for entry in &entries {
             let _ = report::render_check_line(entry, now);
         }

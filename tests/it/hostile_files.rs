@@ -600,8 +600,10 @@ fn the_agent_alerts_on_a_fifo_issues_the_rest_and_stops_on_sigterm() {
     let mut setup = Setup::new();
     let partner = setup.path().join("partner/bundle.pem");
     let alerts_log = setup.path().join("alerts.jsonl");
+    // One write per alert: the two error alerts are delivered side by side, and two
+    // `cat >> log; echo >> log` could interleave into lines that are not JSON.
     setup.tail = format!(
-        "[alerts]\ncommand = \"cat >> {log}; echo >> {log}\"\n\n[[monitor]]\nname = \"partner\"\npath = \"{partner}\"\n",
+        "[alerts]\ncommand = \"printf '%s\\\\n' \\\"$(cat)\\\" >> {log}\"\n\n[[monitor]]\nname = \"partner\"\npath = \"{partner}\"\n",
         log = alerts_log.display(),
         partner = partner.display()
     );
