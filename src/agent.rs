@@ -357,13 +357,20 @@ impl Agent {
             assessment: &status.assessment,
             leaf: status.file.as_ref().map(|file| &file.leaf),
         };
-        let decided = decision::decide(&facts, history, status.ari_window, now);
+        let decided = decision::decide(
+            &facts,
+            history,
+            status.ari_window,
+            &self.config.renewal.windows,
+            now,
+        );
         let (mut at, mut why) = match decided.reason {
             // Unreadable (permission denied): an error to alert on, not a reason to order
             // certificates that could not be written either.
             Reason::Unreadable => return (now + RESCAN, "error"),
             Reason::AriWindow => (decided.renew_at, "ARI window"),
             Reason::Retry => (decided.renew_at, "retry"),
+            Reason::RenewalWindow => (decided.renew_at, "renewal window"),
             Reason::Lifetime | Reason::NoCertificate | Reason::Defect => {
                 (decided.renew_at, "renewal")
             }

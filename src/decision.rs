@@ -12,6 +12,11 @@
 //! CA that suggests "later" cannot make us cut it close. After failures the retry time
 //! (backoff, the CA's Retry-After) is the earliest moment.
 //!
+//! Renewal windows (`[renewal] windows`) come last: a renewal of a working certificate that
+//! falls outside them waits for the next opening — but never past the moment the
+//! certificate enters `critical_before`, which always wins. A missing or defective
+//! certificate is replaced at once: there is nothing working to protect from a reload.
+//!
 //! An ARI window is distrusted when it would renew a certificate younger than
 //! [`ARI_MIN_AGE_FRACTION`] of its lifetime (9 days of 90, about 14 hours of 6 days), unless the
 //! window has already ended — the CA's signal to replace at once, as before a mass revocation
@@ -27,6 +32,7 @@ use crate::inventory::CertFacts;
 use crate::policy::{Assessment, CertState};
 use crate::schedule;
 use crate::state::CertHistory;
+use crate::window::Windows;
 
 /// See the module header: the youngest age, as a fraction of the lifetime, at which the CA's
 /// window alone may make a certificate due.
@@ -48,6 +54,8 @@ pub enum Reason {
     AriWindow,
     /// Waiting after failures: the backoff, or the CA's Retry-After.
     Retry,
+    /// Due (or soon), but outside the renewal windows: waiting for the next one to open.
+    RenewalWindow,
 }
 
 impl Reason {
@@ -60,6 +68,7 @@ impl Reason {
             Self::Lifetime => "lifetime rule",
             Self::AriWindow => "the CA's renewal window (ARI)",
             Self::Retry => "waiting to retry after a failure",
+            Self::RenewalWindow => "waiting for the next renewal window",
         }
     }
 }
@@ -95,6 +104,10 @@ pub struct Decision {
     pub renew_at: OffsetDateTime,
     pub reason: Reason,
     pub ari: AriUse,
+    /// With `[renewal] windows`: the first moment from now on when one is open (now, while
+    /// one is); `None` without windows.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub next_window: Option<OffsetDateTime>,
 }
 
 /// What is known of a certificate on disk.
@@ -112,15 +125,18 @@ pub fn decide(
     facts: &Facts<'_>,
     history: &CertHistory,
     ari: Option<Window>,
+    windows: &Windows,
     now: OffsetDateTime,
 ) -> Decision {
     let assessment = facts.assessment;
+    let next_window = (!windows.is_empty()).then(|| windows.next_open(now));
     if !assessment.due && assessment.state == CertState::Error {
         return Decision {
             due: false,
             renew_at: assessment.renew_at,
             reason: Reason::Unreadable,
             ari: AriUse::None,
+            next_window,
         };
     }
     let (mut renew_at, mut reason, mut ari_use) = match facts.leaf {
@@ -170,6 +186,23 @@ pub fn decide(
             }
         }
     }
+    let working = facts.leaf.is_some() && assessment.reason.is_none();
+    if working && !windows.is_empty() {
+        // The renewal may run at the first open moment from `renew_at` (from now when that
+        // has passed); `critical_before` caps the wait, and once reached lifts it.
+        let earliest = renew_at.max(now);
+        let critical = assessment.critical_at.unwrap_or(earliest);
+        if critical > earliest {
+            let opens = windows.next_open(earliest).min(critical);
+            if opens > earliest {
+                renew_at = opens;
+                reason = Reason::RenewalWindow;
+                if ari_use == AriUse::Followed {
+                    ari_use = AriUse::Later;
+                }
+            }
+        }
+    }
     // Whole seconds, like every other timestamp evercert prints.
     let renew_at = renew_at.replace_nanosecond(0).unwrap_or(renew_at);
     Decision {
@@ -177,6 +210,7 @@ pub fn decide(
         renew_at,
         reason,
         ari: ari_use,
+        next_window,
     }
 }
 
@@ -244,7 +278,7 @@ mod tests {
             assessment: &assessment,
             leaf: Some(leaf),
         };
-        decide(&facts, history, ari, now)
+        decide(&facts, history, ari, &Windows::default(), now)
     }
 
     fn window(start_days: f64, end_days: f64) -> Option<Window> {
@@ -427,25 +461,26 @@ mod tests {
 
     #[test]
     fn missing_defective_and_unreadable() {
-        let missing = policy::assess(
-            &OnDisk::Missing,
-            RenewBefore::DEFAULT,
-            Thresholds::default(),
-            NOW,
-        );
+        let missing = missing();
         let facts = Facts {
             name: "shop",
             assessment: &missing,
             leaf: None,
         };
-        let decision = decide(&facts, &CertHistory::default(), None, NOW);
+        let decision = decide(
+            &facts,
+            &CertHistory::default(),
+            None,
+            &Windows::default(),
+            NOW,
+        );
         assert_eq!(
             (decision.due, decision.reason),
             (true, Reason::NoCertificate)
         );
         // A missing certificate after a failure still waits for the retry time.
         let history = failed(1, FailureKind::Transient, 0);
-        let decision = decide(&facts, &history, None, NOW);
+        let decision = decide(&facts, &history, None, &Windows::default(), NOW);
         assert_eq!((decision.due, decision.reason), (false, Reason::Retry));
 
         let broken = policy::assess(
@@ -459,7 +494,13 @@ mod tests {
             assessment: &broken,
             leaf: None,
         };
-        let decision = decide(&facts, &CertHistory::default(), window(-2.0, -1.0), NOW);
+        let decision = decide(
+            &facts,
+            &CertHistory::default(),
+            window(-2.0, -1.0),
+            &Windows::default(),
+            NOW,
+        );
         assert_eq!((decision.due, decision.reason), (true, Reason::Defect));
 
         let unreadable = policy::assess(
@@ -473,7 +514,13 @@ mod tests {
             assessment: &unreadable,
             leaf: None,
         };
-        let decision = decide(&facts, &CertHistory::default(), None, NOW);
+        let decision = decide(
+            &facts,
+            &CertHistory::default(),
+            None,
+            &Windows::default(),
+            NOW,
+        );
         assert_eq!((decision.due, decision.reason), (false, Reason::Unreadable));
     }
 
@@ -495,14 +542,174 @@ mod tests {
             Reason::Lifetime,
             Reason::AriWindow,
             Reason::Retry,
+            Reason::RenewalWindow,
         ]
         .iter()
         .map(|reason| serde_json::to_string(reason).unwrap())
         .collect();
         assert_eq!(
             names.join(","),
-            r#""no_certificate","defect","unreadable","lifetime","ari_window","retry""#
+            r#""no_certificate","defect","unreadable","lifetime","ari_window","retry","renewal_window""#
         );
+    }
+
+    /// (case, leaf, history, now, due, reason, renew_at when it matters)
+    type WindowCase = (
+        &'static str,
+        CertFacts,
+        CertHistory,
+        OffsetDateTime,
+        bool,
+        Reason,
+        Option<OffsetDateTime>,
+    );
+
+    fn missing() -> Assessment {
+        policy::assess(
+            &OnDisk::Missing,
+            RenewBefore::DEFAULT,
+            Thresholds::default(),
+            NOW,
+        )
+    }
+
+    fn weekdays_berlin() -> Windows {
+        Windows::new(vec![
+            crate::window::WeeklyWindow::parse("Mon-Fri 09:00-17:00 Europe/Berlin").unwrap(),
+        ])
+    }
+
+    #[test]
+    fn renewal_windows_table() {
+        // NOW is Sunday 2026-11-22 12:00 UTC; the window next opens Monday 08:00 UTC.
+        let monday = datetime!(2026-11-23 08:00 UTC);
+        let windows = weekdays_berlin();
+        let fresh = CertHistory::default();
+        // (case, leaf (issued days ago, lifetime), history, now, due, reason, renew_at)
+        let cases: Vec<WindowCase> = vec![
+            (
+                "due on Sunday: waits for Monday morning",
+                leaf(61.0, 90.0),
+                fresh.clone(),
+                NOW,
+                false,
+                Reason::RenewalWindow,
+                Some(monday),
+            ),
+            (
+                "due, and the window is open",
+                leaf(61.0, 90.0),
+                fresh.clone(),
+                datetime!(2026-11-23 09:00 UTC),
+                true,
+                Reason::Lifetime,
+                None,
+            ),
+            (
+                "not due yet: the lifetime rule, unchanged when it falls inside a window",
+                leaf(10.0, 90.0),
+                fresh.clone(),
+                NOW,
+                false,
+                Reason::Lifetime,
+                None,
+            ),
+            (
+                "inside critical_before (7 days left): at once, window or not",
+                leaf(84.0, 90.0),
+                fresh.clone(),
+                NOW,
+                true,
+                Reason::Lifetime,
+                None,
+            ),
+            (
+                "enters critical_before before the window opens: renews at that moment",
+                leaf(83.0 - 0.25, 90.0),
+                fresh.clone(),
+                NOW,
+                false,
+                Reason::RenewalWindow,
+                Some(NOW + Duration::hours(6)),
+            ),
+            (
+                "expired: at once",
+                leaf(95.0, 90.0),
+                fresh.clone(),
+                NOW,
+                true,
+                Reason::Lifetime,
+                None,
+            ),
+            (
+                "retry time on Sunday: the retry waits for the window too",
+                leaf(70.0, 90.0),
+                failed(3, FailureKind::Transient, 600),
+                NOW,
+                false,
+                Reason::RenewalWindow,
+                Some(monday),
+            ),
+        ];
+        for (case, leaf, history, now, due, reason, renew_at) in cases {
+            let assessment = assess(&leaf, now);
+            let facts = Facts {
+                name: "shop",
+                assessment: &assessment,
+                leaf: Some(&leaf),
+            };
+            let decision = decide(&facts, &history, None, &windows, now);
+            assert_eq!(
+                (decision.due, decision.reason),
+                (due, reason),
+                "{case}: {decision:?}"
+            );
+            if let Some(renew_at) = renew_at {
+                assert_eq!(decision.renew_at, renew_at, "{case}");
+            }
+            assert_eq!(decision.next_window, Some(windows.next_open(now)), "{case}");
+            // Without windows the same certificate would be due whenever it is due here.
+            let without = decide(&facts, &history, None, &Windows::default(), now);
+            assert!(!decision.due || without.due, "{case}");
+            assert_eq!(without.next_window, None);
+        }
+        // Missing and defective certificates are replaced at once, outside windows too.
+        let missing = missing();
+        let facts = Facts {
+            name: "shop",
+            assessment: &missing,
+            leaf: None,
+        };
+        let decision = decide(&facts, &fresh, None, &windows, NOW);
+        assert_eq!(
+            (decision.due, decision.reason),
+            (true, Reason::NoCertificate)
+        );
+    }
+
+    proptest! {
+        /// Outside a window nothing is due unless it is inside critical_before; a deferred
+        /// renewal never goes past the start of critical_before.
+        #[test]
+        fn windows_only_defer_and_critical_wins(
+            issued_hours_ago in 0i64..3000,
+            now_offset_minutes in 0i64..20_160,
+        ) {
+            let now = NOW + Duration::minutes(now_offset_minutes);
+            let windows = weekdays_berlin();
+            let not_before = now - Duration::hours(issued_hours_ago);
+            let leaf = CertFacts { not_before, not_after: not_before + Duration::days(90), ..leaf(0.0, 90.0) };
+            let assessment = assess(&leaf, now);
+            let facts = Facts { name: "shop", assessment: &assessment, leaf: Some(&leaf) };
+            let with = decide(&facts, &CertHistory::default(), None, &windows, now);
+            let without = decide(&facts, &CertHistory::default(), None, &Windows::default(), now);
+            let critical = assessment.critical_at.unwrap();
+            prop_assert!(with.renew_at >= without.renew_at);
+            prop_assert!(with.renew_at <= without.renew_at.max(critical.replace_nanosecond(0).unwrap()).max(now));
+            if with.due {
+                prop_assert!(windows.is_open(now) || now >= critical);
+            }
+        }
     }
 
     proptest! {

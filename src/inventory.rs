@@ -488,6 +488,7 @@ impl ManagedStatus {
         &mut self,
         history: &CertHistory,
         ari_window: Option<Window>,
+        windows: &crate::window::Windows,
         now: OffsetDateTime,
     ) {
         let facts = Facts {
@@ -495,7 +496,7 @@ impl ManagedStatus {
             assessment: &self.assessment,
             leaf: self.file.as_ref().map(|file| &file.leaf),
         };
-        self.decision = decision::decide(&facts, history, ari_window, now);
+        self.decision = decision::decide(&facts, history, ari_window, windows, now);
         self.ari_window = ari_window;
         self.pending = history.pending.clone();
     }
@@ -542,12 +543,18 @@ pub fn inspect_managed(
             renew_at: assessment.renew_at,
             reason: decision::Reason::Lifetime,
             ari: decision::AriUse::None,
+            next_window: None,
         },
         assessment,
         ari_window: None,
         pending: None,
     };
-    status.decide(&CertHistory::default(), None, now);
+    status.decide(
+        &CertHistory::default(),
+        None,
+        &crate::window::Windows::default(),
+        now,
+    );
     status
 }
 
@@ -595,7 +602,12 @@ pub fn inspect_all(
     parallel_map(&config.certificates, |cert| {
         let mut status = inspect_managed(cert, config.renew_before(cert), thresholds, now);
         let window = cached_ari_window(config, &status);
-        status.decide(&state.load(&cert.name), window, now);
+        status.decide(
+            &state.load(&cert.name),
+            window,
+            &config.renewal.windows,
+            now,
+        );
         status
     })
 }

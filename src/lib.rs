@@ -36,3 +36,4 @@ pub mod state;
 pub mod store;
 pub mod units;
 pub mod watch;
+pub mod window;

@@ -344,6 +344,7 @@ mod tests {
                 renew_at: now,
                 reason: crate::decision::Reason::NoCertificate,
                 ari: crate::decision::AriUse::None,
+                next_window: None,
             },
             ari_window: None,
             pending: None,

@@ -243,6 +243,10 @@ pub struct Assessment {
     pub due: bool,
     /// Why it is due early or in error, in words for the operator.
     pub reason: Option<String>,
+    /// When the certificate enters its warning and its critical period (`warn_before`,
+    /// `critical_before`, scaled to the lifetime); `None` without a readable certificate.
+    pub warning_at: Option<OffsetDateTime>,
+    pub critical_at: Option<OffsetDateTime>,
 }
 
 /// Decides whether a managed certificate is due, and its state.
@@ -258,18 +262,24 @@ pub fn assess(
             renew_at: now,
             due: true,
             reason: Some("no certificate yet".to_owned()),
+            warning_at: None,
+            critical_at: None,
         },
         OnDisk::Broken(message) => Assessment {
             state: CertState::Error,
             renew_at: now,
             due: true,
             reason: Some(message.clone()),
+            warning_at: None,
+            critical_at: None,
         },
         OnDisk::Unreadable(message) => Assessment {
             state: CertState::Error,
             renew_at: now,
             due: false,
             reason: Some(message.clone()),
+            warning_at: None,
+            critical_at: None,
         },
         OnDisk::Present {
             not_before,
@@ -292,11 +302,14 @@ pub fn assess(
                 (false, false) => CertState::Ok,
             };
             let state = expiry.max(floor);
+            let (warn_before, critical_before) = thresholds.effective(*not_after - *not_before);
             Assessment {
                 state,
                 renew_at,
                 due,
                 reason: defect.clone(),
+                warning_at: Some(*not_after - warn_before),
+                critical_at: Some(*not_after - critical_before),
             }
         }
     }

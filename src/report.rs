@@ -54,6 +54,12 @@ pub struct Entry {
     pub renew_reason: Option<Reason>,
     /// The CA's renewal window (ARI) for the certificate on disk, when known.
     pub ari_window: Option<Window>,
+    /// With `[renewal] windows`: when the next one opens (now, while one is open).
+    #[serde(
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub next_window: Option<OffsetDateTime>,
     /// A version issued but not yet deployed (its reload or verification failed).
     pub pending: Option<Pending>,
     pub state: CertState,
@@ -161,6 +167,7 @@ impl Entry {
             renew_at: None,
             renew_reason: None,
             ari_window: None,
+            next_window: None,
             pending: None,
             state: CertState::Error,
             error: None,
@@ -203,6 +210,7 @@ pub fn managed_entry(status: &ManagedStatus, now: OffsetDateTime) -> Entry {
     entry.renew_at = Some(status.decision.renew_at);
     entry.renew_reason = Some(status.decision.reason);
     entry.ari_window = status.ari_window;
+    entry.next_window = status.decision.next_window;
     entry.pending = status.pending.clone();
     entry.state = status.assessment.state;
     if entry.state == CertState::Error {

@@ -103,6 +103,8 @@ pub struct RenewalSettings {
     /// How many versions of each certificate the archive keeps (the live one and the
     /// rollback target always stay, even beyond it).
     pub archive_keep: usize,
+    /// When renewals may run (`windows`); empty: at any time.
+    pub windows: crate::window::Windows,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -355,6 +357,7 @@ struct RawRenewal {
     warn_before: Option<String>,
     critical_before: Option<String>,
     archive_keep: Option<i64>,
+    windows: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -1094,7 +1097,20 @@ impl Parser<'_> {
                 DEFAULT_ARCHIVE_KEEP
             }
         };
+        let mut windows = Vec::new();
+        for text in raw.windows.unwrap_or_default() {
+            match crate::window::WeeklyWindow::parse(&text) {
+                Ok(window) => windows.push(window),
+                Err(err) => self.error_at(
+                    "renewal",
+                    "windows",
+                    format!("renewal window {err}"),
+                    Some("write windows = [\"Mon-Fri 09:00-17:00 Europe/Berlin\"]".into()),
+                ),
+            }
+        }
         RenewalSettings {
+            windows: crate::window::Windows::new(windows),
             archive_keep,
             renew_before,
             ari: raw.ari.unwrap_or(true),

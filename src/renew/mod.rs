@@ -308,6 +308,9 @@ pub async fn run(
                     history.last_error.as_deref().unwrap_or("unknown")
                 ),
                 Reason::AriWindow => "; inside the CA's renewal window (ARI)".to_owned(),
+                Reason::RenewalWindow => {
+                    "; outside the renewal windows: waits for the next one, or for critical_before; `renew --force` renews now".to_owned()
+                }
                 _ => String::new(),
             };
             (deps.progress)(
@@ -624,7 +627,7 @@ async fn decide_all(
                 now,
             );
             let history = deps.state.load(&cert.name);
-            status.decide(&history, None, now);
+            status.decide(&history, None, &config.renewal.windows, now);
             (status, history)
         })
         .collect();
@@ -677,7 +680,7 @@ async fn decide_all(
     }
     for (status, history) in &mut statuses {
         let window = windows.get(&status.name).copied();
-        status.decide(history, window, now);
+        status.decide(history, window, &config.renewal.windows, now);
     }
     (statuses, client)
 }

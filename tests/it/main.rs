@@ -12,6 +12,7 @@ mod decision;
 mod discover;
 mod discover_agent;
 mod docs;
+mod fallback;
 mod fleet;
 mod fuzz;
 mod hostile_clients;
