@@ -641,9 +641,30 @@ fn cmd_account(config: &Config, command: &AccountCommand) -> u8 {
             return 1;
         }
     };
-    let mut client = match connect(&runtime, config) {
-        Ok(client) => client,
-        Err(code) => return code,
+    if let Err(message) = crate::safety::ensure_state_dir(&config.state_dir) {
+        eprintln!("{message}");
+        return 1;
+    }
+    // Only the stored account: showing, rolling over or deactivating must never register one.
+    let directory = &config.acme.directory;
+    let loaded = runtime.block_on(AcmeClient::load(
+        &config.acme,
+        directory,
+        &config.state_dir,
+    ));
+    let mut client = match loaded {
+        Ok(Some(client)) => client,
+        Ok(None) => {
+            eprintln!(
+                "error: no account is stored for {directory} in {}; the first `evercert renew` registers one",
+                renew::account_path(config, false).display()
+            );
+            return 1;
+        }
+        Err(err) => {
+            eprintln!("error: {err}");
+            return 1;
+        }
     };
     match command {
         AccountCommand::Show => {
@@ -664,7 +685,26 @@ fn cmd_account(config: &Config, command: &AccountCommand) -> u8 {
                 "stored in:  {}",
                 renew::account_path(config, false).display()
             );
-            0
+            // What the CA says, not what the files say.
+            match runtime.block_on(client.account_status()) {
+                Ok(status) => {
+                    println!("status:     {status} (asked the CA)");
+                    if status.is_gone() {
+                        eprintln!(
+                            "error: the CA no longer accepts account {}; the next renewal registers a new account",
+                            client.info.id
+                        );
+                        1
+                    } else {
+                        0
+                    }
+                }
+                Err(err) => {
+                    println!("status:     unknown (the CA could not be asked)");
+                    eprintln!("error: cannot ask the CA about the account: {err}");
+                    1
+                }
+            }
         }
         AccountCommand::Rollover => {
             match runtime.block_on(client.rollover(&config.state_dir, &renew::save_secret)) {
@@ -692,7 +732,7 @@ fn cmd_account(config: &Config, command: &AccountCommand) -> u8 {
                     0
                 }
                 Err(err) => {
-                    eprintln!("error: deactivation failed: {err}");
+                    eprintln!("error: deactivation failed, nothing was moved: {err}");
                     1
                 }
             }

@@ -24,8 +24,6 @@ use std::time::Duration;
 
 use serde::Serialize;
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
-use time::macros::format_description;
 
 use crate::{fsread, inventory};
 
@@ -615,8 +613,8 @@ impl CertStore for FsStore {
             version_base: version_base(issued_at, pair.serial, None),
             meta: Meta {
                 serial: Some(pair.serial.to_owned()),
-                not_after: rfc3339(pair.not_after),
-                issued_at: rfc3339(issued_at),
+                not_after: Some(crate::units::rfc3339(pair.not_after)),
+                issued_at: Some(crate::units::rfc3339(issued_at)),
                 domains: pair.domains.to_vec(),
                 imported: false,
             },
@@ -975,18 +973,9 @@ struct Meta {
     imported: bool,
 }
 
-fn rfc3339(at: OffsetDateTime) -> Option<String> {
-    at.format(&Rfc3339).ok()
-}
-
 /// `20261122T103000Z-1a2b3c4d[-suffix]`: sorts by time, and names the serial for humans.
 fn version_base(at: OffsetDateTime, serial: &str, suffix: Option<&str>) -> String {
-    let stamp = at
-        .to_offset(time::UtcOffset::UTC)
-        .format(format_description!(
-            "[year][month][day]T[hour][minute][second]Z"
-        ))
-        .unwrap_or_else(|_| "00000000T000000Z".to_owned());
+    let stamp = crate::units::compact_stamp(at);
     let serial: String = serial
         .chars()
         .filter(char::is_ascii_hexdigit)
@@ -1039,8 +1028,8 @@ fn imported_content<'a>(cert_path: &Path, key: &'a [u8], chain: &'a [u8]) -> Ver
         version_base: version_base(stamp, serial.as_deref().unwrap_or(""), Some("imported")),
         meta: Meta {
             serial,
-            not_after: facts.as_ref().and_then(|f| f.not_after).and_then(rfc3339),
-            issued_at: facts.as_ref().and_then(|f| f.not_before).and_then(rfc3339),
+            not_after: facts.as_ref().and_then(|f| f.not_after).map(crate::units::rfc3339),
+            issued_at: facts.as_ref().and_then(|f| f.not_before).map(crate::units::rfc3339),
             domains: facts.map(|f| f.domains).unwrap_or_default(),
             imported: true,
         },

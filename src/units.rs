@@ -14,6 +14,16 @@ pub fn rfc3339(at: OffsetDateTime) -> String {
         .unwrap_or_default()
 }
 
+/// The same instant as a compact UTC stamp for file names, like `20261122T120000Z`: sorts
+/// by time, and has no characters a path or a shell would trip over.
+pub fn compact_stamp(at: OffsetDateTime) -> String {
+    at.to_offset(time::UtcOffset::UTC)
+        .format(time::macros::format_description!(
+            "[year][month][day]T[hour][minute][second]Z"
+        ))
+        .unwrap_or_else(|_| "00000000T000000Z".to_owned())
+}
+
 /// A duration that could not be parsed, with the text that was given.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
