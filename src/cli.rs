@@ -647,11 +647,7 @@ fn cmd_account(config: &Config, command: &AccountCommand) -> u8 {
     }
     // Only the stored account: showing, rolling over or deactivating must never register one.
     let directory = &config.acme.directory;
-    let loaded = runtime.block_on(AcmeClient::load(
-        &config.acme,
-        directory,
-        &config.state_dir,
-    ));
+    let loaded = runtime.block_on(AcmeClient::load(&config.acme, directory, &config.state_dir));
     let mut client = match loaded {
         Ok(Some(client)) => client,
         Ok(None) => {

@@ -1028,8 +1028,14 @@ fn imported_content<'a>(cert_path: &Path, key: &'a [u8], chain: &'a [u8]) -> Ver
         version_base: version_base(stamp, serial.as_deref().unwrap_or(""), Some("imported")),
         meta: Meta {
             serial,
-            not_after: facts.as_ref().and_then(|f| f.not_after).map(crate::units::rfc3339),
-            issued_at: facts.as_ref().and_then(|f| f.not_before).map(crate::units::rfc3339),
+            not_after: facts
+                .as_ref()
+                .and_then(|f| f.not_after)
+                .map(crate::units::rfc3339),
+            issued_at: facts
+                .as_ref()
+                .and_then(|f| f.not_before)
+                .map(crate::units::rfc3339),
             domains: facts.map(|f| f.domains).unwrap_or_default(),
             imported: true,
         },

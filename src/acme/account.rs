@@ -290,11 +290,11 @@ impl AcmeClient {
         }
         // No answer that says anything (step-ca answers 500 `{}` for an account it lost):
         // ask whether the CA knows the key at all (`onlyReturnExisting`).
-        if err.status.is_some_and(|status| status >= 500) && err.problem.is_none() {
-            match self.exists(account).await {
-                Some(false) => return Ok(AccountStatus::Unknown),
-                Some(true) | None => {}
-            }
+        if err.status.is_some_and(|status| status >= 500)
+            && err.problem.is_none()
+            && self.exists(account).await == Some(false)
+        {
+            return Ok(AccountStatus::Unknown);
         }
         Err(err)
     }
@@ -450,7 +450,10 @@ mod tests {
             status(r#"{"status":"deactivated","contact":[]}"#),
             Some(AccountStatus::Deactivated)
         );
-        assert_eq!(status(r#"{"status":"revoked"}"#), Some(AccountStatus::Revoked));
+        assert_eq!(
+            status(r#"{"status":"revoked"}"#),
+            Some(AccountStatus::Revoked)
+        );
         assert!(status(r#"{"status":"odd"}"#).unwrap().is_gone());
         assert_eq!(status("{}"), None);
         assert_eq!(status("not json"), None);

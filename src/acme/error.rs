@@ -322,18 +322,17 @@ fn from_answer(operation: Operation, answer: &Answer<'_>, directory: &str) -> Ac
     let server_error = status.is_some_and(|status| status >= 500);
     let client_error = status.is_none_or(|status| (400..500).contains(&status));
 
-    let kind = if status == Some(429)
-        || (problem == Some(ProblemType::RateLimited) && !server_error)
-    {
-        FailureKind::RateLimited
-    } else if server_error
-        || (client_error && problem == Some(ProblemType::BadNonce))
-        || (status.is_none() && problem == Some(ProblemType::ServerInternal))
-    {
-        FailureKind::Transient
-    } else {
-        FailureKind::Permanent
-    };
+    let kind =
+        if status == Some(429) || (problem == Some(ProblemType::RateLimited) && !server_error) {
+            FailureKind::RateLimited
+        } else if server_error
+            || (client_error && problem == Some(ProblemType::BadNonce))
+            || (status.is_none() && problem == Some(ProblemType::ServerInternal))
+        {
+            FailureKind::Transient
+        } else {
+            FailureKind::Permanent
+        };
 
     // What the CA said: `URL answered 403 Forbidden: DETAIL (TYPE)`, with the HTTP status
     // always named, and said plainly when the body explains nothing.
@@ -522,7 +521,11 @@ mod tests {
                 status: 500,
                 body: serde_json::json!({}),
                 kind: FailureKind::Transient,
-                says: &["500 Internal Server Error", "no problem detail", "server error"],
+                says: &[
+                    "500 Internal Server Error",
+                    "no problem detail",
+                    "server error",
+                ],
                 never: &["(no problem type)"],
                 gone: false,
                 suspect: true,
@@ -612,7 +615,12 @@ mod tests {
             assert_eq!(err.kind, case.kind, "{label}: {}", err.message);
             assert_eq!(err.status, Some(case.status), "{label}");
             assert_eq!(err.account_gone(), case.gone, "{label}: {}", err.message);
-            assert_eq!(err.account_suspect(), case.suspect, "{label}: {}", err.message);
+            assert_eq!(
+                err.account_suspect(),
+                case.suspect,
+                "{label}: {}",
+                err.message
+            );
             for words in case.says {
                 assert!(err.message.contains(words), "{label}: {}", err.message);
             }

@@ -98,7 +98,10 @@ impl HttpClient for CaHttp {
             let net = |message: String| instant_acme::Error::Other(Box::new(NetError(message)));
             // The body is bytes already in memory (instant-acme's signed JWS).
             let (parts, body) = req.into_parts();
-            let sent = body.collect().await.map(|body| body.to_bytes());
+            let sent = body
+                .collect()
+                .await
+                .map(http_body_util::Collected::to_bytes);
             let sent = match sent {
                 Ok(sent) => sent,
                 Err(never) => match never {},

@@ -382,7 +382,6 @@ impl AcmeClient {
                     // found by polling.
                     Err(instant_acme::Error::Api(problem)) => {
                         let said = format!("{identifier}: {}", problem_words(&problem));
-                        drop(authorizations);
                         return Err(self.challenge_failure(order, request, kind, &[said]).await);
                     }
                     Err(err) => return Err(self.classify(err, Operation::Challenge)),
@@ -475,11 +474,16 @@ impl AcmeClient {
             let _ = authorization.refresh().await;
             let identifier = authorization.identifier().to_string();
             for challenge in &authorization.challenges {
-                if let Some(problem) = &challenge.error {
-                    let said = format!("{identifier}: {}", problem_words(problem));
-                    if !details.contains(&said) {
-                        details.push(said);
-                    }
+                let said = match &challenge.error {
+                    Some(problem) => format!("{identifier}: {}", problem_words(problem)),
+                    // acme2certifier 0.46 marks the challenge invalid and gives no error.
+                    None if challenge.status == ChallengeStatus::Invalid => format!(
+                        "{identifier}: the CA marked the challenge invalid without giving a reason"
+                    ),
+                    None => continue,
+                };
+                if !details.iter().any(|known| known.starts_with(&said)) {
+                    details.push(said);
                 }
             }
         }
@@ -543,7 +547,6 @@ fn problem_words(problem: &instant_acme::Problem) -> String {
         _ => "no detail".to_owned(),
     }
 }
-
 
 /// What to order.
 #[derive(Debug)]

@@ -19,6 +19,7 @@ mod hostile_clients;
 mod hostile_files;
 mod hostile_net;
 mod import_certbot;
+mod interop;
 mod journald;
 mod links;
 mod pebble_smoke;

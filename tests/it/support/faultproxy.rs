@@ -64,6 +64,9 @@ pub enum Fault {
     /// Forward, then answer with only the first half of Pebble's body (status and headers
     /// kept, the length header made to fit): a CA whose answer was cut short.
     Truncate,
+    /// Answer this status with exactly this body (`{}`: step-ca 0.19's answer for an account
+    /// its database lost), no problem type, no detail.
+    Body(u16, &'static str),
 }
 
 impl Fault {
@@ -445,6 +448,16 @@ async fn handle(
                 &format!("fault proxy: injected {code} for {method} {path}"),
                 None,
             ))
+        }
+        Some(Fault::Body(code, body)) => {
+            let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+            *response.status_mut() =
+                StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            Ok(response)
         }
         Some(Fault::RateLimited { retry_after_secs }) => Ok(problem(
             StatusCode::TOO_MANY_REQUESTS,

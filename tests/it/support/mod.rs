@@ -3,6 +3,7 @@
 // Each test module uses a different subset of the helpers.
 #![allow(unreachable_pub, dead_code)]
 
+pub mod a2c;
 pub mod ari;
 pub mod certbot;
 pub mod certs;

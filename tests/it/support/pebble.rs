@@ -645,7 +645,7 @@ fn probe_challtestsrv(ports: &PebblePorts) -> bool {
     ok
 }
 
-fn challtestsrv_post(
+pub fn challtestsrv_post(
     addr: SocketAddr,
     path: &str,
     body: &Value,
@@ -665,14 +665,14 @@ fn challtestsrv_post(
 // Child processes
 
 /// A child process writing stdout+stderr to a log file; killed and reaped on drop.
-struct ChildGuard {
+pub struct ChildGuard {
     name: &'static str,
     child: Child,
     log: PathBuf,
 }
 
 impl ChildGuard {
-    fn spawn(name: &'static str, command: &mut Command, log: &Path) -> Self {
+    pub fn spawn(name: &'static str, command: &mut Command, log: &Path) -> Self {
         let file = File::create(log).expect("create log file");
         let stderr = file.try_clone().expect("clone log file handle");
         let child = command
@@ -688,11 +688,11 @@ impl ChildGuard {
         }
     }
 
-    fn exited(&mut self) -> Option<ExitStatus> {
+    pub fn exited(&mut self) -> Option<ExitStatus> {
         self.child.try_wait().ok().flatten()
     }
 
-    fn log_text(&self) -> String {
+    pub fn log_text(&self) -> String {
         fs::read(&self.log)
             .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
             .unwrap_or_default()
@@ -707,7 +707,7 @@ impl Drop for ChildGuard {
     }
 }
 
-fn log_tails(children: &[&ChildGuard]) -> String {
+pub fn log_tails(children: &[&ChildGuard]) -> String {
     const LINES: usize = 40;
     let mut out = String::new();
     for child in children {
@@ -731,17 +731,17 @@ fn log_tails(children: &[&ChildGuard]) -> String {
 // ---------------------------------------------------------------------------------------------
 // Pebble's HTTPS identity
 
-struct HttpsIdentity {
-    root_pem: String,
-    root_key_pem: String,
-    root_der: CertificateDer<'static>,
-    leaf_pem: String,
-    key_pem: String,
+pub struct HttpsIdentity {
+    pub root_pem: String,
+    pub root_key_pem: String,
+    pub root_der: CertificateDer<'static>,
+    pub leaf_pem: String,
+    pub key_pem: String,
 }
 
 impl HttpsIdentity {
     /// A fresh root and a leaf for `localhost`, `127.0.0.1` and `::1` (ECDSA P-256).
-    fn mint() -> Self {
+    pub fn mint() -> Self {
         let now = OffsetDateTime::now_utc();
         let not_before = now - time::Duration::hours(1);
         let not_after = now + time::Duration::days(7);
@@ -797,7 +797,7 @@ fn mint_loopback_leaf(
     (leaf_cert.pem(), leaf_key.serialize_pem())
 }
 
-fn client_config(root: CertificateDer<'static>) -> ClientConfig {
+pub fn client_config(root: CertificateDer<'static>) -> ClientConfig {
     let mut roots = RootCertStore::empty();
     roots
         .add(root)
@@ -866,7 +866,7 @@ fn parse_loopback_url(url: &str) -> io::Result<(bool, SocketAddr, String)> {
     Ok((tls, addr, path.to_owned()))
 }
 
-fn http_request(
+pub fn http_request(
     tls: Option<&Arc<ClientConfig>>,
     addr: SocketAddr,
     method: &str,
@@ -976,7 +976,7 @@ fn decode_chunked(mut data: &[u8]) -> Option<Vec<u8>> {
 // ---------------------------------------------------------------------------------------------
 // Minimal DNS, only for the readiness probe
 
-fn dns_txt_query(name: &str, id: u16) -> Vec<u8> {
+pub fn dns_txt_query(name: &str, id: u16) -> Vec<u8> {
     let mut query = Vec::with_capacity(64);
     query.extend_from_slice(&id.to_be_bytes());
     // Standard query, recursion desired; one question, no other records.
@@ -990,7 +990,7 @@ fn dns_txt_query(name: &str, id: u16) -> Vec<u8> {
     query
 }
 
-fn dns_response_contains(response: &[u8], id: u16, needle: &[u8]) -> bool {
+pub fn dns_response_contains(response: &[u8], id: u16, needle: &[u8]) -> bool {
     let is_response = response.get(2).is_some_and(|flags| flags & 0x80 != 0);
     response.len() > 12
         && response[..2] == id.to_be_bytes()
@@ -998,7 +998,7 @@ fn dns_response_contains(response: &[u8], id: u16, needle: &[u8]) -> bool {
         && find(response, needle).is_some()
 }
 
-fn dns_over_udp(server: SocketAddr, query: &[u8]) -> io::Result<Vec<u8>> {
+pub fn dns_over_udp(server: SocketAddr, query: &[u8]) -> io::Result<Vec<u8>> {
     let socket = UdpSocket::bind((LOOPBACK, 0))?;
     socket.connect(server)?;
     socket.set_read_timeout(Some(PROBE_TIMEOUT))?;

@@ -89,7 +89,7 @@ pub struct Run {
 }
 
 impl Run {
-    fn from_output(output: &Output) -> Self {
+    pub fn from_output(output: &Output) -> Self {
         Self {
             code: output.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
@@ -181,30 +181,9 @@ impl Setup {
     /// A dns-01 hook script that sets and clears TXT records in pebble-challtestsrv, using
     /// only bash (no curl on a fresh machine). It logs each call to `dns-hook.log`.
     pub fn dns_hook(&self) -> PathBuf {
-        let path = self.path().join("dns-hook.sh");
         let management = self.pebble.challtestsrv_management();
-        let port = management.rsplit(':').next().unwrap_or_default().to_owned();
-        let script = format!(
-            r#"#!/usr/bin/env bash
-# evercert dns-01 hook for tests: $1=present|cleanup $2=DOMAIN $3=RECORD_NAME $4=VALUE
-set -euo pipefail
-echo "$1 $2 $3 $4" >> "{log}"
-case "$1" in
-  present) body="{{\"host\":\"$3.\",\"value\":\"$4\"}}"; path=/set-txt ;;
-  cleanup) body="{{\"host\":\"$3.\"}}"; path=/clear-txt ;;
-  *) echo "unknown action $1" >&2; exit 2 ;;
-esac
-exec 3<>/dev/tcp/127.0.0.1/{port}
-printf 'POST %s HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s' "$path" "${{#body}}" "$body" >&3
-status=$(head -n1 <&3)
-case "$status" in *" 200 "*) ;; *) echo "challtestsrv answered: $status" >&2; exit 1 ;; esac
-"#,
-            log = self.path().join("dns-hook.log").display(),
-        );
-        std::fs::write(&path, script).expect("write hook");
-        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-            .expect("chmod hook");
-        path
+        let port = management.rsplit(':').next().unwrap_or_default();
+        write_dns_hook(self.path(), port)
     }
 
     /// Writes `evercert.toml` for `certs`.
@@ -322,6 +301,34 @@ impl Default for Setup {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// Writes `DIR/dns-hook.sh`: a dns-01 hook that sets and clears TXT records through the
+/// pebble-challtestsrv management API on 127.0.0.1:`management_port`, using only bash (no
+/// curl on a fresh machine). It logs each call to `DIR/dns-hook.log`.
+pub fn write_dns_hook(dir: &Path, management_port: &str) -> PathBuf {
+    let path = dir.join("dns-hook.sh");
+    let script = format!(
+        r#"#!/usr/bin/env bash
+# evercert dns-01 hook for tests: $1=present|cleanup $2=DOMAIN $3=RECORD_NAME $4=VALUE
+set -euo pipefail
+echo "$1 $2 $3 $4" >> "{log}"
+case "$1" in
+  present) body="{{\"host\":\"$3.\",\"value\":\"$4\"}}"; path=/set-txt ;;
+  cleanup) body="{{\"host\":\"$3.\"}}"; path=/clear-txt ;;
+  *) echo "unknown action $1" >&2; exit 2 ;;
+esac
+exec 3<>/dev/tcp/127.0.0.1/{management_port}
+printf 'POST %s HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s' "$path" "${{#body}}" "$body" >&3
+status=$(head -n1 <&3)
+case "$status" in *" 200 "*) ;; *) echo "challtestsrv answered: $status" >&2; exit 1 ;; esac
+"#,
+        log = dir.join("dns-hook.log").display(),
+    );
+    std::fs::write(&path, script).expect("write hook");
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod hook");
+    path
 }
 
 /// A TOML basic string with quotes and backslashes escaped.
