@@ -1269,12 +1269,9 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), AgentError>
     // same state_dir is refused (it would alert twice and race the first one's repairs).
     let _agent_lock = crate::lock::hold_agent(&config.state_dir, OffsetDateTime::now_utc())
         .map_err(AgentError::Lock)?;
-    let mut agent = Agent::new(
-        config_path,
-        config,
-        Arc::new(SystemClock),
-        Arc::new(PipelineRenewer),
-    );
+    // The single-host pipeline, or the fleet's with [cluster] (joins etcd in the background).
+    let renewer = crate::fleet::agent::renewer(&config);
+    let mut agent = Agent::new(config_path, config, Arc::new(SystemClock), renewer);
     // Counted after `[discover]` added what the web servers serve.
     tracing::info!(
         "evercert {} starting: {} certificate(s), {} monitor(s), config {}",

@@ -15,14 +15,11 @@ use time::OffsetDateTime;
 use crate::acme::{AcmeClient, RevocationReasonName};
 use crate::config::{self, Config, ConfigErrors, Endpoint};
 use crate::inventory;
-use crate::lock::FileLock;
 use crate::logging::error_message;
 use crate::policy::Thresholds;
 use crate::probe;
 use crate::renew::{self, Outcome, RenewRequest};
 use crate::report::{self, Entry};
-use crate::state::FileState;
-use crate::store::FsStore;
 use crate::units::parse_duration;
 
 /// Exit code for bad usage or configuration (renew, status, config check, …).
@@ -575,17 +572,26 @@ fn cmd_renew(config: &Config, request: &RenewRequest) -> u8 {
         eprintln!("{message}");
         return 1;
     }
-    let store = FsStore::new(&config.state_dir);
-    let lock = FileLock::new(config.state_dir.join("locks"));
-    let state = FileState::new(&config.state_dir);
+    // Local files, or the fleet's etcd with [cluster].
+    let backends = match crate::fleet::backends::Backends::for_config(config) {
+        Ok(backends) => backends,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return 1;
+        }
+    };
+    if let Err(message) = backends.prepare(config, request) {
+        eprintln!("error: fleet mode: {message}; nothing is ordered");
+        return 1;
+    }
     let progress = |name: &str, message: &str| {
         let mut stdout = std::io::stdout().lock();
         let _ = writeln!(stdout, "{name}: {message}");
     };
     let deps = renew::Deps {
-        store: &store,
-        lock: &lock,
-        state: &state,
+        store: backends.store.as_ref(),
+        lock: backends.lock.as_ref(),
+        state: backends.state.as_ref(),
         progress: &progress,
     };
     if request.dry_run {
@@ -596,6 +602,7 @@ fn cmd_renew(config: &Config, request: &RenewRequest) -> u8 {
         );
     }
     let report = runtime.block_on(renew::run(config, request, &deps, now()));
+    backends.finish(&report);
     let count = |wanted: fn(&Outcome) -> bool| {
         report
             .outcomes

@@ -149,6 +149,9 @@ pub enum StoreError {
         path: PathBuf,
         live: PathBuf,
     },
+    /// The fleet (etcd) refused or could not take the new version.
+    #[error("certificate \"{name}\": {message}")]
+    Fleet { name: String, message: String },
     #[error("{}cannot {action} {path}: {message}; {hint}", cert_prefix(.name))]
     Io {
         /// The certificate, or empty for files that belong to none (account credentials).
@@ -206,8 +209,8 @@ fn io_error(name: &str, action: &'static str, path: &Path, err: &io::Error) -> S
     }
 }
 
-/// Where versions are kept and which one is live. Kept behind a trait: a fleet backend
-/// (etcd) comes later.
+/// Where versions are kept and which one is live. The fleet's store (`fleet::store`)
+/// publishes to etcd first, then installs through this one.
 pub trait CertStore: Send + Sync {
     /// Removes temp files of a crashed run for this target; idempotent.
     fn recover(&self, target: &Target<'_>) -> Result<(), StoreError>;

@@ -22,3 +22,228 @@ pub mod crypto;
 pub mod etcd;
 
 pub use config::ClusterSettings;
+
+pub mod account;
+pub mod agent;
+pub mod apply;
+pub mod backends;
+pub mod lock;
+pub mod state;
+pub mod store;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use crate::config::{CertificateSettings, Config};
+use crypto::{CryptoError, FleetKey};
+use etcd::{Etcd, EtcdError};
+
+/// Why fleet mode could not start or act.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FleetError {
+    #[error(transparent)]
+    Key(#[from] CryptoError),
+    #[error(transparent)]
+    Etcd(#[from] EtcdError),
+    #[error("cannot start fleet mode's I/O thread: {0}")]
+    Runtime(String),
+}
+
+/// This host's membership in the fleet: the etcd client, the fleet key, the session lease
+/// (kept alive in the background; the host's heartbeat and every lock it takes are bound to
+/// it), and the locks it holds with their fencing tokens.
+///
+/// Fleet I/O runs on a runtime of its own, so that the synchronous store, lock and state
+/// traits can wait for etcd from inside the pipeline's runtime (`block`).
+pub struct Fleet {
+    pub settings: ClusterSettings,
+    pub etcd: Arc<Etcd>,
+    pub key: Arc<FleetKey>,
+    runtime: Option<tokio::runtime::Runtime>,
+    /// The session lease; replaced when it expired (a paused process, etcd lost).
+    lease: Mutex<i64>,
+    /// Certificate name → fencing token (the lock key's create_revision) of locks held now.
+    held: Mutex<HashMap<String, i64>>,
+    /// The managed certificates, to apply versions published by others.
+    certs: Vec<CertificateSettings>,
+    state_dir: std::path::PathBuf,
+    /// Serialises applying versions (the watcher and the lock's re-read).
+    applying: tokio::sync::Mutex<()>,
+    /// `[alerts] command`, for the fleet's own alerts.
+    alert_command: Option<String>,
+}
+
+impl std::fmt::Debug for Fleet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fleet")
+            .field("name", &self.settings.name)
+            .field("prefix", &self.settings.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        // Dropping a runtime from inside another one panics; this never blocks.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+fn lock_std<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Fleet {
+    /// Loads the fleet key, joins etcd (a session lease and this host's heartbeat) and keeps
+    /// the lease alive in the background. Fails when etcd cannot be reached.
+    pub fn start(config: &Config, settings: &ClusterSettings) -> Result<Arc<Self>, FleetError> {
+        let key = FleetKey::load(&settings.secret_key_file)?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("evercert-fleet")
+            .enable_all()
+            .build()
+            .map_err(|err| FleetError::Runtime(err.to_string()))?;
+        let etcd = Arc::new(Etcd::new(settings)?);
+        let fleet = Arc::new(Self {
+            settings: settings.clone(),
+            etcd,
+            key: Arc::new(key),
+            runtime: Some(runtime),
+            lease: Mutex::new(0),
+            held: Mutex::new(HashMap::new()),
+            certs: config.certificates.clone(),
+            state_dir: config.state_dir.clone(),
+            applying: tokio::sync::Mutex::new(()),
+            alert_command: config.alerts.command.clone(),
+        });
+        fleet.block(fleet.join())?;
+        let keeper = Arc::downgrade(&fleet);
+        fleet.spawn(async move { keep_alive(keeper).await });
+        Ok(fleet)
+    }
+
+    /// Runs `future` on the fleet's runtime and waits for it, from any thread (also from
+    /// inside another runtime: it waits on a thread of its own).
+    pub fn block<T: Send>(&self, future: impl Future<Output = T> + Send) -> T {
+        let Some(runtime) = self.runtime.as_ref() else {
+            unreachable!("the runtime lives as long as the fleet")
+        };
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| runtime.block_on(future))
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })
+    }
+
+    /// Runs `future` in the background on the fleet's runtime.
+    pub fn spawn(&self, future: impl Future<Output = ()> + Send + 'static) {
+        if let Some(runtime) = self.runtime.as_ref() {
+            runtime.spawn(future);
+        }
+    }
+
+    pub fn handle(&self) -> Option<tokio::runtime::Handle> {
+        self.runtime
+            .as_ref()
+            .map(|runtime| runtime.handle().clone())
+    }
+
+    /// A key under the prefix: `key(&["certs", "shop", "current"])`.
+    pub fn key(&self, parts: &[&str]) -> String {
+        let mut key = self.settings.prefix.clone();
+        for part in parts {
+            key.push('/');
+            key.push_str(part);
+        }
+        key
+    }
+
+    pub fn name(&self) -> &str {
+        &self.settings.name
+    }
+
+    pub fn lease(&self) -> i64 {
+        *lock_std(&self.lease)
+    }
+
+    /// A new session lease and this host's heartbeat bound to it.
+    async fn join(&self) -> Result<(), EtcdError> {
+        let lease = self.etcd.grant(self.settings.lease_ttl).await?;
+        let heartbeat = serde_json::json!({
+            "host": self.settings.name,
+            "pid": std::process::id(),
+            "version": env!("CARGO_PKG_VERSION"),
+        });
+        self.etcd
+            .put(
+                &self.key(&["hosts", &self.settings.name]),
+                heartbeat.to_string().as_bytes(),
+                Some(lease),
+            )
+            .await?;
+        *lock_std(&self.lease) = lease;
+        Ok(())
+    }
+
+    /// The fencing token of the lock held on `name`, if this host holds it.
+    pub fn token(&self, name: &str) -> Option<i64> {
+        lock_std(&self.held).get(name).copied()
+    }
+
+    fn hold(&self, name: &str, token: i64) {
+        lock_std(&self.held).insert(name.to_owned(), token);
+    }
+
+    fn let_go(&self, name: &str, token: i64) {
+        let mut held = lock_std(&self.held);
+        if held.get(name) == Some(&token) {
+            held.remove(name);
+        }
+    }
+
+    pub fn certificate(&self, name: &str) -> Option<&CertificateSettings> {
+        self.certs.iter().find(|cert| cert.name == name)
+    }
+
+    pub fn certificates(&self) -> &[CertificateSettings] {
+        &self.certs
+    }
+
+    pub fn state_dir(&self) -> &std::path::Path {
+        &self.state_dir
+    }
+}
+
+/// Renews the session lease every third of its TTL. When it expired anyway (the process was
+/// paused, etcd was unreachable for longer than the TTL) every lock bound to it is gone:
+/// forget them (their fencing tokens would be refused anyway) and join again.
+async fn keep_alive(fleet: std::sync::Weak<Fleet>) {
+    loop {
+        let Some(interval) = fleet.upgrade().map(|f| f.settings.lease_ttl / 3) else {
+            return;
+        };
+        tokio::time::sleep(interval.max(Duration::from_millis(500))).await;
+        let Some(fleet) = fleet.upgrade() else { return };
+        match fleet.etcd.keep_alive(fleet.lease()).await {
+            Ok(ttl) if ttl > 0 => {}
+            Ok(_) => {
+                tracing::warn!(
+                    "fleet: this host's etcd lease expired (paused or cut off for longer than lease_ttl {:?}); locks it held are lost, joining again",
+                    fleet.settings.lease_ttl
+                );
+                lock_std(&fleet.held).clear();
+                if let Err(err) = fleet.join().await {
+                    tracing::warn!("fleet: cannot join again: {err}");
+                }
+            }
+            Err(err) => tracing::warn!("fleet: cannot keep the lease alive: {err}"),
+        }
+    }
+}

@@ -1406,6 +1406,25 @@ async fn verify_all(
     Ok(())
 }
 
+/// Checks that every verify endpoint of `cert` serves `serial` (a fleet host applying a
+/// version another host published).
+pub(crate) async fn verify_served(cert: &CertificateSettings, serial: &str) -> Result<(), String> {
+    let roots = Arc::new(probe::system_roots(&[]));
+    let server_name = verify_name(cert);
+    for endpoint in &cert.verify {
+        verify_one(
+            endpoint,
+            &server_name,
+            serial,
+            roots.clone(),
+            cert.verify_timeout.unsigned_abs(),
+            cert.verify_consecutive,
+        )
+        .await?;
+    }
+    Ok(())
+}
+
 /// The SNI to ask for: the first name, with a wildcard's `*` replaced by a label.
 fn verify_name(cert: &CertificateSettings) -> String {
     let first = cert.domains.first().cloned().unwrap_or_default();

@@ -1,14 +1,21 @@
 //! Fleet mode against a real 3-member etcd cluster (Debian etcd 3.4, started on loopback by
-//! the tests): the client fails over between members, `cluster keygen` and `config check`.
+//! the tests) and a real Pebble: the client fails over between members, `cluster keygen` and
+//! `config check`, and three hosts running the real binary that order once, all install the
+//! same version, refuse a tampered one, and fence a holder that lost its lease.
 
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use evercert::fleet::ClusterSettings;
 use evercert::fleet::etcd::{Etcd, EtcdError};
 
+use crate::support::certs;
 use crate::support::etcd::EtcdCluster;
-use crate::support::setup::evercert_in;
+use crate::support::faultproxy::FaultProxy;
+use crate::support::setup::{Run, Setup, evercert_in};
 
 fn settings(cluster: &EtcdCluster, prefix: &str) -> ClusterSettings {
     ClusterSettings {
@@ -139,4 +146,349 @@ fn keygen_prints_a_fresh_32_byte_key_and_config_check_takes_the_cluster_section(
     assert!(run.stderr.contains("evercert.toml:5:"), "{run}");
     assert!(run.stderr.contains("not a client URL"), "{run}");
     assert!(run.stderr.contains("needs secret_key_file"), "{run}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Three hosts, one etcd, one Pebble: the renewal pipeline in fleet mode.
+//
+// Each host has its own state_dir and certificate directory and runs the real binary. The
+// challenge is dns-01 through pebble-challtestsrv (no fan-out needed: the CA asks DNS, not a
+// host). Issuances are counted as distinct orders finalized through a fault proxy (no faults)
+// in front of Pebble, whose 5 % badNonce stays on.
+
+struct Fleet {
+    setup: Setup,
+    etcd: EtcdCluster,
+    proxy: FaultProxy,
+    key_file: PathBuf,
+    prefix: String,
+    alerts: PathBuf,
+}
+
+impl Fleet {
+    fn start() -> Self {
+        let mut setup = Setup::new();
+        let proxy = FaultProxy::start(&setup.pebble);
+        setup.directory_override = Some(proxy.directory_url());
+        let etcd = EtcdCluster::start();
+        let key_file = setup.path().join("fleet.key");
+        let key = evercert_in(setup.path(), &["cluster", "keygen"]);
+        std::fs::write(&key_file, key.stdout).unwrap();
+        std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let alerts = setup.path().join("alerts.jsonl");
+        Self {
+            setup,
+            etcd,
+            proxy,
+            key_file,
+            prefix: "/evercert/test".into(),
+            alerts,
+        }
+    }
+
+    fn host_dir(&self, host: &str) -> PathBuf {
+        self.setup.path().join(host)
+    }
+
+    fn cert_path(&self, host: &str, name: &str) -> PathBuf {
+        self.host_dir(host)
+            .join("tls")
+            .join(name)
+            .join("fullchain.pem")
+    }
+
+    /// Writes `HOST/evercert.toml` for the certificates `names` (dns-01) and `extra` lines in
+    /// each certificate table; returns its path.
+    fn config(&self, host: &str, names: &[&str], extra: &str) -> PathBuf {
+        let dir = self.host_dir(host);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut toml = format!(
+            "state_dir = \"{state}\"\n[acme]\ndirectory = \"{directory}\"\nstaging_directory = \"{directory}\"\ncontact = [\"mailto:ops@example.test\"]\nca_bundle = \"{bundle}\"\n\n",
+            state = dir.join("state").display(),
+            directory = self.proxy.directory_url(),
+            bundle = self.setup.pebble.ca_bundle_path().display(),
+        );
+        let hook = self.setup.dns_hook();
+        for name in names {
+            toml.push_str(&format!(
+                "[[certificate]]\nname = \"{name}\"\ndomains = [\"{name}.example.test\"]\ncert_path = \"{cert}\"\nkey_path = \"{key}\"\n{extra}\n[certificate.dns01]\nhook = \"{hook}\"\nwait = \"0s\"\n\n",
+                cert = self.cert_path(host, name).display(),
+                key = dir.join("tls").join(name).join("privkey.pem").display(),
+                hook = hook.display(),
+            ));
+        }
+        toml.push_str(&format!(
+            "[alerts]\ncommand = \"cat >> {alerts}; echo >> {alerts}\"\n\n[cluster]\nname = \"{host}\"\netcd = {etcd}\nprefix = \"{prefix}\"\nsecret_key_file = \"{key}\"\ntimeout = \"3s\"\nlease_ttl = \"3s\"\nreload_jitter = \"0s\"\n",
+            alerts = self.alerts.display(),
+            etcd = self.etcd.endpoints_toml(),
+            prefix = self.prefix,
+            key = self.key_file.display(),
+        ));
+        let path = dir.join("evercert.toml");
+        std::fs::write(&path, toml).unwrap();
+        path
+    }
+
+    /// Plants an expired pair for `name` on `host`.
+    fn plant_expired(&self, host: &str, name: &str) -> String {
+        let (not_before, not_after) = certs::days_left(-1);
+        let leaf = certs::leaf(
+            &[&format!("{name}.example.test")],
+            not_before,
+            not_after,
+            certs::KeyType::EcdsaP256,
+        );
+        let cert = self.cert_path(host, name);
+        std::fs::create_dir_all(cert.parent().unwrap()).unwrap();
+        leaf.write_fullchain(&cert);
+        leaf.write_key(&cert.with_file_name("privkey.pem"));
+        serial_of(&cert)
+    }
+
+    fn command(&self, host: &str, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_evercert"));
+        command
+            .current_dir(self.host_dir(host))
+            .env_remove("EVERCERT_CONFIG")
+            .env("EVERCERT_LOG", "warn")
+            .arg("-c")
+            .arg(self.host_dir(host).join("evercert.toml"))
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        command
+    }
+
+    fn run(&self, host: &str, args: &[&str]) -> Run {
+        let output = self.command(host, args).output().unwrap();
+        Run {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+
+    /// Distinct orders finalized (badNonce retries are not orders).
+    fn issued(&self) -> usize {
+        let finalized: std::collections::BTreeSet<String> = self
+            .proxy
+            .seen()
+            .into_iter()
+            .filter(|seen| seen.method == "POST" && seen.path.starts_with("/finalize-order/"))
+            .map(|seen| seen.path)
+            .collect();
+        finalized.len()
+    }
+
+    fn settings(&self) -> ClusterSettings {
+        let mut settings = settings(&self.etcd, &self.prefix);
+        settings.secret_key_file = self.key_file.clone();
+        settings
+    }
+}
+
+fn serial_of(path: &Path) -> String {
+    evercert::inventory::read_cert_file(path)
+        .unwrap_or_else(|err| panic!("{}: {err}", path.display()))
+        .leaf
+        .serial
+}
+
+fn wait_all(children: Vec<(String, std::process::Child)>) -> Vec<(String, Run)> {
+    children
+        .into_iter()
+        .map(|(host, child)| {
+            let output = child.wait_with_output().unwrap();
+            let run = Run {
+                code: output.status.code().unwrap_or(-1),
+                stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+                stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+            };
+            (host, run)
+        })
+        .collect()
+}
+
+const HOSTS: [&str; 3] = ["web-1", "web-2", "web-3"];
+
+/// Skeptic's list 1, 2 and 7: three hosts start `renew` at the same instant on an expired
+/// certificate, three rounds (a new certificate each round; the issue asks for twenty, three
+/// keep the suite fast): one issuance per round, and every host ends on the same new serial.
+/// Then a fourth host joins late and installs the current version without ordering.
+#[test]
+fn three_hosts_starting_at_once_order_once_and_all_install_it_and_a_late_joiner_catches_up() {
+    let fleet = Fleet::start();
+    let rounds = ["round1", "round2", "round3"];
+    for (round, name) in rounds.iter().enumerate() {
+        let mut old = Vec::new();
+        for host in HOSTS {
+            fleet.config(host, &[name], "");
+            old.push(fleet.plant_expired(host, name));
+        }
+        let before = fleet.issued();
+        let children = HOSTS
+            .iter()
+            .map(|host| {
+                (
+                    (*host).to_owned(),
+                    fleet.command(host, &["renew"]).spawn().unwrap(),
+                )
+            })
+            .collect();
+        let runs = wait_all(children);
+        let all: String = runs
+            .iter()
+            .map(|(host, run)| format!("=== {host}\n{run}"))
+            .collect();
+        assert_eq!(fleet.issued() - before, 1, "round {round}: {all}");
+        let serials: Vec<String> = HOSTS
+            .iter()
+            .map(|host| serial_of(&fleet.cert_path(host, name)))
+            .collect();
+        assert!(
+            serials.iter().all(|serial| *serial == serials[0]),
+            "round {round}: {serials:?}\n{all}"
+        );
+        assert!(
+            !old.contains(&serials[0]),
+            "round {round}: not renewed\n{all}"
+        );
+        for (host, run) in &runs {
+            assert_eq!(run.code, 0, "round {round} {host}: {all}");
+        }
+        let renewed = runs
+            .iter()
+            .filter(|(_, run)| run.stdout.contains(": renewed: serial"))
+            .count();
+        assert_eq!(renewed, 1, "round {round}: {all}");
+    }
+
+    // A host that joins late (or was down) installs the fleet's version and orders nothing.
+    let before = fleet.issued();
+    fleet.config("web-4", &["round3"], "");
+    fleet.plant_expired("web-4", "round3");
+    let run = fleet.run("web-4", &["renew"]);
+    assert_eq!(run.code, 0, "{run}");
+    assert_eq!(fleet.issued(), before, "{run}");
+    assert_eq!(
+        serial_of(&fleet.cert_path("web-4", "round3")),
+        serial_of(&fleet.cert_path("web-1", "round3"))
+    );
+    // The fleet's account was shared: one account directory content on every host.
+    let credentials = |host: &str| {
+        let accounts = fleet.host_dir(host).join("state/accounts");
+        let dir = std::fs::read_dir(&accounts)
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
+        std::fs::read(dir.join("credentials.json")).unwrap()
+    };
+    for host in ["web-2", "web-3", "web-4"] {
+        assert_eq!(credentials(host), credentials("web-1"), "{host}");
+    }
+    // No private key in clear in etcd.
+    let dump = fleet.etcd.etcdctl(&["get", "--prefix", "/evercert/test"]);
+    assert!(!dump.contains("PRIVATE KEY"), "{dump}");
+}
+
+/// Skeptic's list 8: a version whose sealed key was changed in etcd is refused by a host that
+/// applies it: its files stay as they were, nothing is ordered, an alert goes out.
+#[test]
+fn a_tampered_key_in_etcd_is_refused_and_the_old_files_kept() {
+    let fleet = Fleet::start();
+    fleet.config("web-1", &["shop"], "");
+    fleet.plant_expired("web-1", "shop");
+    let run = fleet.run("web-1", &["renew"]);
+    assert_eq!(run.code, 0, "{run}");
+
+    let settings = fleet.settings();
+    let key_key = format!("{}/certs/shop/1/key", fleet.prefix);
+    let rt = runtime();
+    rt.block_on(async {
+        let etcd = Etcd::new(&settings).unwrap();
+        let mut sealed = etcd.get(&key_key).await.unwrap().unwrap().value().to_vec();
+        let last = sealed.len() - 1;
+        sealed[last] ^= 1;
+        etcd.put(&key_key, &sealed, None).await.unwrap();
+    });
+
+    let before = fleet.issued();
+    fleet.config("web-2", &["shop"], "");
+    let planted = fleet.plant_expired("web-2", "shop");
+    let run = fleet.run("web-2", &["renew"]);
+    assert_eq!(run.code, 1, "{run}");
+    assert_eq!(fleet.issued(), before, "{run}");
+    assert_eq!(serial_of(&fleet.cert_path("web-2", "shop")), planted);
+    let alerts = std::fs::read_to_string(&fleet.alerts).unwrap_or_default();
+    assert!(alerts.contains("fleet_version_refused"), "{alerts}\n{run}");
+    assert!(alerts.contains("does not decrypt"), "{alerts}");
+    assert!(run.all().contains("refused"), "{run}");
+}
+
+/// Skeptic's list 4: the holder is paused (SIGSTOP) after its order was finalized and before
+/// it publishes, for longer than its lease; another host takes over and publishes. When the
+/// first one resumes its publish is refused (fencing token) and no host flips back.
+#[test]
+fn a_paused_holder_cannot_publish_after_losing_its_lease() {
+    let fleet = Fleet::start();
+    for host in ["web-1", "web-2"] {
+        fleet.config(host, &["shop"], "");
+        fleet.plant_expired(host, "shop");
+    }
+    let mut paused = fleet.command("web-1", &["renew"]);
+    paused.env("EVERCERT_TEST_FLEET_PUBLISH_DELAY_MS", "4000");
+    let child = paused.spawn().unwrap();
+    let pid = child.id();
+    // Wait until it holds the lock and has finalized its order.
+    let lock = format!("{}/lock/shop", fleet.prefix);
+    let started = Instant::now();
+    while fleet.issued() == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "web-1 never finalized"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(fleet.etcd.etcdctl(&["get", &lock]).contains("web-1"));
+    std::thread::sleep(Duration::from_millis(500));
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(pid as i32).unwrap(),
+        rustix::process::Signal::STOP,
+    )
+    .unwrap();
+    // Its lease (3 s) runs out; the lock goes with it.
+    let started = Instant::now();
+    while fleet.etcd.etcdctl(&["get", &lock]).contains("web-1") {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the lock outlived the lease"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let run = fleet.run("web-2", &["renew"]);
+    assert_eq!(run.code, 0, "{run}");
+    let published = serial_of(&fleet.cert_path("web-2", "shop"));
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(pid as i32).unwrap(),
+        rustix::process::Signal::CONT,
+    )
+    .unwrap();
+    let output = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("fencing token"), "{stdout}");
+    // Still web-2's version in the fleet, and web-1 installs it on its next run, ordering
+    // nothing more (two orders in all: the paused one was wasted).
+    let current = fleet.etcd.etcdctl(&[
+        "get",
+        "--print-value-only",
+        &format!("{}/certs/shop/current", fleet.prefix),
+    ]);
+    assert_eq!(current.trim(), "1");
+    let run = fleet.run("web-1", &["renew"]);
+    assert_eq!(run.code, 0, "{run}");
+    assert_eq!(serial_of(&fleet.cert_path("web-1", "shop")), published);
+    assert_eq!(fleet.issued(), 2);
 }

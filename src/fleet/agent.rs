@@ -1,0 +1,197 @@
+//! The agent in fleet mode: joins etcd in the background (trying again while it cannot be
+//! reached), then watches the fleet's versions and installs each one; renewals run the
+//! usual pipeline over the fleet's lock, store and history.
+//!
+//! While etcd is unreachable the agent keeps serving its current files, deletes nothing and
+//! orders nothing: a due certificate's renewal fails at the lock step (and the agent's usual
+//! failure alerts and backoff follow), and an alert says etcd cannot be reached.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use time::OffsetDateTime;
+
+use super::Fleet;
+use super::backends::Backends;
+use crate::acme::FailureKind;
+use crate::agent::{PipelineRenewer, Renewer};
+use crate::config::Config;
+use crate::renew::{self, Failure, Outcome, RenewRequest, RunReport, Step};
+
+/// How often to try joining etcd again while it cannot be reached.
+const JOIN_RETRY: Duration = Duration::from_secs(5);
+
+/// The renewer the agent uses: the single-host pipeline, or the fleet's with `[cluster]`.
+pub fn renewer(config: &Config) -> Arc<dyn Renewer> {
+    if config.cluster.is_none() {
+        return Arc::new(PipelineRenewer);
+    }
+    let renewer = Arc::new(FleetRenewer {
+        fleet: Mutex::new(None),
+    });
+    let joining = renewer.clone();
+    let config = config.clone();
+    tokio::spawn(async move { joining.join(config).await });
+    renewer
+}
+
+/// Renews through the fleet once joined.
+pub struct FleetRenewer {
+    fleet: Mutex<Option<Arc<Fleet>>>,
+}
+
+impl std::fmt::Debug for FleetRenewer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FleetRenewer").finish_non_exhaustive()
+    }
+}
+
+impl FleetRenewer {
+    fn fleet(&self) -> Option<Arc<Fleet>> {
+        self.fleet
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Joins etcd, trying again every few seconds; then starts the watch.
+    async fn join(&self, config: Config) {
+        let Some(settings) = config.cluster.clone() else {
+            return;
+        };
+        let mut alerted = false;
+        loop {
+            let attempt = {
+                let (config, settings) = (config.clone(), settings.clone());
+                tokio::task::spawn_blocking(move || Fleet::start(&config, &settings)).await
+            };
+            match attempt {
+                Ok(Ok(fleet)) => {
+                    tracing::info!(
+                        "fleet: joined as {} under {} ({} etcd members)",
+                        fleet.name(),
+                        fleet.settings.prefix,
+                        fleet.settings.etcd.len()
+                    );
+                    let weak = Arc::downgrade(&fleet);
+                    fleet.spawn(super::apply::watch(weak));
+                    *self.fleet.lock().unwrap_or_else(PoisonError::into_inner) = Some(fleet);
+                    return;
+                }
+                Ok(Err(err)) => {
+                    let message = format!(
+                        "cannot join the fleet: {err}; serving the current certificates, ordering nothing until etcd is back"
+                    );
+                    if alerted {
+                        tracing::warn!("{message}");
+                    } else {
+                        alert_without_fleet(&config, &message).await;
+                        alerted = true;
+                    }
+                }
+                Err(err) => tracing::warn!("fleet: joining panicked: {err}"),
+            }
+            tokio::time::sleep(JOIN_RETRY).await;
+        }
+    }
+}
+
+/// Logs the alert and gives it to `[alerts] command` (no fleet to send it through yet).
+async fn alert_without_fleet(config: &Config, message: &str) {
+    tracing::error!("ALERT fleet_unreachable: {message}");
+    let Some(command) = &config.alerts.command else {
+        return;
+    };
+    let body = serde_json::json!({
+        "event": "fleet_unreachable",
+        "name": "",
+        "message": message,
+        "host": config.cluster.as_ref().map(|c| c.name.clone()).unwrap_or_default(),
+        "time": crate::units::rfc3339(OffsetDateTime::now_utc()),
+    });
+    let _ = crate::hooks::run_with_input(
+        command,
+        &[],
+        &[("EVERCERT_EVENT", "fleet_unreachable".to_owned())],
+        Some(body.to_string().as_bytes()),
+        Duration::from_secs(30),
+    )
+    .await;
+}
+
+impl Renewer for FleetRenewer {
+    fn renew<'a>(
+        &'a self,
+        config: &'a Config,
+        names: Vec<String>,
+        now: OffsetDateTime,
+    ) -> Pin<Box<dyn Future<Output = RunReport> + Send + 'a>> {
+        Box::pin(async move {
+            let Some(fleet) = self.fleet() else {
+                // Not joined: order nothing.
+                return all_failed(
+                    names,
+                    Step::Lock,
+                    "fleet mode: etcd cannot be reached yet; nothing is ordered while the fleet cannot coordinate (the current files stay in place)".into(),
+                );
+            };
+            let backends = Backends::fleet(config, fleet.clone());
+            let request = RenewRequest {
+                names: names.clone(),
+                force: false,
+                dry_run: false,
+                retry_transient: false,
+            };
+            let prepared = {
+                let config = config.clone();
+                let fleet = fleet.clone();
+                tokio::task::spawn_blocking(move || {
+                    fleet.block(fleet.sync_account(&config, &config.acme.directory))
+                })
+                .await
+                .unwrap_or_else(|err| Err(err.to_string()))
+            };
+            if let Err(message) = prepared {
+                return all_failed(names, Step::Account, format!("fleet mode: {message}"));
+            }
+            let progress = |name: &str, message: &str| tracing::info!("{name}: {message}");
+            let deps = renew::Deps {
+                store: backends.store.as_ref(),
+                lock: backends.lock.as_ref(),
+                state: backends.state.as_ref(),
+                progress: &progress,
+            };
+            let report = renew::run(config, &request, &deps, now).await;
+            for (name, outcome) in &report.outcomes {
+                if matches!(outcome, Outcome::Renewed { .. }) {
+                    let fleet = fleet.clone();
+                    let name = name.clone();
+                    let _ = tokio::task::spawn_blocking(move || {
+                        fleet.block(fleet.report_holder(&name));
+                    })
+                    .await;
+                }
+            }
+            report
+        })
+    }
+}
+
+/// Every certificate of the run failed at `step`, transiently (the agent's backoff follows).
+fn all_failed(names: Vec<String>, step: Step, message: String) -> RunReport {
+    let failure = Failure {
+        step,
+        message,
+        kind: FailureKind::Transient,
+        retry_after: None,
+        account_gone: false,
+    };
+    RunReport {
+        outcomes: names
+            .into_iter()
+            .map(|name| (name, Outcome::Failed(failure.clone())))
+            .collect(),
+    }
+}

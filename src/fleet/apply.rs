@@ -1,0 +1,437 @@
+//! Every host installs the fleet's current version of each certificate: from a watch on the
+//! certificates' keys in the agent, at start (a host that joins late or was down catches up
+//! from the current pointer), and when a host takes the renewal lock (`lock`).
+//!
+//! Before anything is written the version is checked: both hashes match the metadata, the
+//! key decrypts with the fleet key for exactly this etcd key and generation, the key matches
+//! the chain, the chain covers the configured names and has not expired. A version that fails
+//! is refused (the files stay as they are), remembered so it is not tried again, alerted and
+//! reported to the fleet. The files are written through the local atomic store; the reload
+//! runs after a random delay (`reload_jitter`) so the fleet does not reload at once; then the
+//! verify endpoints are checked and the outcome recorded at `P/applied/NAME/HOST`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use etcd_client::WatchOptions;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use super::Fleet;
+use super::store::{Meta, sha256_hex};
+use crate::config::CertificateSettings;
+use crate::links::target;
+use crate::store::{CertStore, FsStore, NewPair};
+
+/// What this host last installed from the fleet, in `STATE_DIR/fleet/NAME.json`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LocalApplied {
+    pub generation: u64,
+    pub serial: String,
+    /// A generation that failed its checks here: not tried again.
+    #[serde(default)]
+    pub refused: Option<u64>,
+}
+
+/// What this host reports to the fleet at `P/applied/NAME/HOST`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Applied {
+    pub host: String,
+    pub generation: u64,
+    pub serial: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    /// Installed, reloaded and (where `verify` is configured) served.
+    pub ok: bool,
+    pub error: Option<String>,
+}
+
+/// The outcome of [`Fleet::catch_up`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CaughtUp {
+    /// This host already has the fleet's current version (or the fleet has none).
+    AlreadyCurrent,
+    /// It installed a newer one.
+    Applied { generation: u64, serial: String },
+}
+
+fn local_path(state_dir: &Path, name: &str) -> PathBuf {
+    state_dir.join("fleet").join(format!("{name}.json"))
+}
+
+pub fn load_local(state_dir: &Path, name: &str) -> LocalApplied {
+    crate::state::load_json(&local_path(state_dir, name)).unwrap_or_default()
+}
+
+pub fn record_local(state_dir: &Path, name: &str, applied: &LocalApplied) {
+    let path = local_path(state_dir, name);
+    let result = serde_json::to_vec_pretty(applied)
+        .map_err(|err| err.to_string())
+        .and_then(|json| crate::renew::save_secret(&path, &json));
+    if let Err(err) = result {
+        tracing::warn!(
+            "{name}: cannot record the applied fleet version in {}: {err}",
+            path.display()
+        );
+    }
+}
+
+/// A version fetched from etcd and checked.
+struct Checked {
+    meta: Meta,
+    not_after: OffsetDateTime,
+    chain: String,
+    key: String,
+}
+
+impl Fleet {
+    /// Installs the fleet's current version of `name` when it is newer than this host's.
+    /// `Err` when the fleet cannot be asked or its version is refused here.
+    pub async fn catch_up(&self, name: &str) -> Result<CaughtUp, String> {
+        let _one_at_a_time = self.applying.lock().await;
+        let Some(cert) = self.certificate(name).cloned() else {
+            return Ok(CaughtUp::AlreadyCurrent);
+        };
+        let (generation, _) = self.current(name).await.map_err(|err| err.to_string())?;
+        let local = load_local(self.state_dir(), name);
+        if generation == 0 || generation <= local.generation {
+            return Ok(CaughtUp::AlreadyCurrent);
+        }
+        if local.refused == Some(generation) {
+            return Err(format!(
+                "the fleet's generation {generation} of {name} was refused here; nothing is ordered until a valid version is published (see the earlier alert)"
+            ));
+        }
+        let now = OffsetDateTime::now_utc();
+        let checked = match self.fetch_and_check(&cert, generation, now).await {
+            Ok(checked) => checked,
+            Err(Refusal::Unreachable(message)) => return Err(message),
+            Err(Refusal::Refused(why)) => {
+                let message = format!(
+                    "refused the fleet's generation {generation} of {name}: {why}; the current files are kept"
+                );
+                tracing::error!("{message}");
+                record_local(
+                    self.state_dir(),
+                    name,
+                    &LocalApplied {
+                        refused: Some(generation),
+                        ..local
+                    },
+                );
+                self.report(name, generation, "", false, Some(message.clone()), now)
+                    .await;
+                self.alert(name, "fleet_version_refused", &message).await;
+                return Err(message);
+            }
+        };
+        let store = FsStore::new(self.state_dir());
+        let pair = NewPair {
+            key_pem: checked.key.as_bytes(),
+            chain_pem: checked.chain.as_bytes(),
+            serial: &checked.meta.serial,
+            not_after: checked.not_after,
+            domains: &cert.domains,
+        };
+        let installed = store
+            .recover(&target(&cert))
+            .and_then(|()| store.install(&target(&cert), &pair));
+        let installed = match installed {
+            Ok(installed) => installed,
+            Err(err) => {
+                let message = format!("cannot install the fleet's generation {generation}: {err}");
+                self.report(
+                    name,
+                    generation,
+                    &checked.meta.serial,
+                    false,
+                    Some(message.clone()),
+                    now,
+                )
+                .await;
+                return Err(message);
+            }
+        };
+        record_local(
+            self.state_dir(),
+            name,
+            &LocalApplied {
+                generation,
+                serial: checked.meta.serial.clone(),
+                refused: None,
+            },
+        );
+        tracing::info!(
+            "{name}: installed the fleet's generation {generation} (serial {}, published by {})",
+            checked.meta.serial,
+            checked.meta.published_by
+        );
+        let outcome = self
+            .reload_and_verify(&cert, &checked.meta.serial, &store, &installed)
+            .await;
+        let (ok, error) = match outcome {
+            Ok(()) => (true, None),
+            Err(message) => {
+                tracing::error!("{name}: {message}");
+                (false, Some(message))
+            }
+        };
+        self.report(
+            name,
+            generation,
+            &checked.meta.serial,
+            ok,
+            error,
+            OffsetDateTime::now_utc(),
+        )
+        .await;
+        Ok(CaughtUp::Applied {
+            generation,
+            serial: checked.meta.serial,
+        })
+    }
+
+    async fn fetch_and_check(
+        &self,
+        cert: &CertificateSettings,
+        generation: u64,
+        now: OffsetDateTime,
+    ) -> Result<Checked, Refusal> {
+        let name = &cert.name;
+        let prefix = self.key(&["certs", name, &generation.to_string(), ""]);
+        let (kvs, _) = self
+            .etcd
+            .get_prefix(&prefix)
+            .await
+            .map_err(|err| Refusal::Unreachable(err.to_string()))?;
+        let part = |which: &str| {
+            let key = self.cert_key(name, generation, which);
+            kvs.iter()
+                .find(|kv| kv.key() == key.as_bytes())
+                .map(|kv| kv.value().to_vec())
+                .ok_or_else(|| Refusal::Refused(format!("{key} is missing")))
+        };
+        let meta: Meta = serde_json::from_slice(&part("meta")?)
+            .map_err(|err| Refusal::Refused(format!("its metadata is damaged ({err})")))?;
+        if meta.generation != generation {
+            return Err(Refusal::Refused(format!(
+                "its metadata names generation {}",
+                meta.generation
+            )));
+        }
+        let chain = part("chain")?;
+        if sha256_hex(&chain) != meta.chain_sha256 {
+            return Err(Refusal::Refused(
+                "the chain does not match its SHA-256 in the metadata".into(),
+            ));
+        }
+        let key_key = self.cert_key(name, generation, "key");
+        let key = self
+            .key
+            .open(&key_key, generation, &part("key")?)
+            .map_err(|err| Refusal::Refused(err.to_string()))?;
+        if sha256_hex(&key) != meta.key_sha256 {
+            return Err(Refusal::Refused(
+                "the key does not match its SHA-256 in the metadata".into(),
+            ));
+        }
+        let (Ok(chain), Ok(key)) = (String::from_utf8(chain), String::from_utf8(key)) else {
+            return Err(Refusal::Refused("the chain or key is not PEM text".into()));
+        };
+        let file = crate::renew::check_issued(&chain, &key, &cert.domains, now)
+            .map_err(Refusal::Refused)?;
+        if file.leaf.serial != meta.serial {
+            return Err(Refusal::Refused(format!(
+                "the chain's serial {} is not the metadata's {}",
+                file.leaf.serial, meta.serial
+            )));
+        }
+        Ok(Checked {
+            meta,
+            not_after: file.leaf.not_after,
+            chain,
+            key,
+        })
+    }
+
+    /// Reloads after a random delay up to `reload_jitter`, then verifies; on a failed reload
+    /// the previous version goes back (this host only: the others are not rolled back).
+    async fn reload_and_verify(
+        &self,
+        cert: &CertificateSettings,
+        serial: &str,
+        store: &FsStore,
+        installed: &crate::store::Installed,
+    ) -> Result<(), String> {
+        let jitter = self.settings.reload_jitter;
+        if !jitter.is_zero() {
+            let millis =
+                rand::random_range(0..=jitter.as_millis().min(u128::from(u64::MAX)) as u64);
+            tokio::time::sleep(Duration::from_millis(millis)).await;
+        }
+        if let Some(command) = &cert.reload {
+            let env = vec![
+                ("EVERCERT_NAMES", cert.name.clone()),
+                ("EVERCERT_NAME", cert.name.clone()),
+                ("EVERCERT_DOMAINS", cert.domains.join(" ")),
+                ("EVERCERT_SERIAL", serial.to_owned()),
+            ];
+            if let Err(err) =
+                crate::hooks::run(command, &[], &env, cert.reload_timeout.unsigned_abs()).await
+            {
+                let restored = match &installed.previous {
+                    Some(previous) => match store.rollback(&target(cert), previous) {
+                        Ok(()) => {
+                            let _ = crate::hooks::run(
+                                command,
+                                &[],
+                                &env,
+                                cert.reload_timeout.unsigned_abs(),
+                            )
+                            .await;
+                            format!("; version {previous} is live again")
+                        }
+                        Err(err) => format!("; cannot restore version {previous}: {err}"),
+                    },
+                    None => String::new(),
+                };
+                return Err(format!("reload hook failed: {err}{restored}"));
+            }
+        }
+        crate::renew::verify_served(cert, serial).await
+    }
+
+    /// Records this host's outcome for `name` at `P/applied/NAME/HOST`.
+    async fn report(
+        &self,
+        name: &str,
+        generation: u64,
+        serial: &str,
+        ok: bool,
+        error: Option<String>,
+        at: OffsetDateTime,
+    ) {
+        let applied = Applied {
+            host: self.name().to_owned(),
+            generation,
+            serial: serial.to_owned(),
+            at,
+            ok,
+            error,
+        };
+        let key = self.key(&["applied", name, self.name()]);
+        let json = serde_json::to_vec(&applied).unwrap_or_default();
+        if let Err(err) = self.etcd.put(&key, &json, None).await {
+            tracing::warn!("{name}: cannot report to the fleet what was applied: {err}");
+        }
+    }
+
+    /// Reports this host's state of `name` when the holder's own pipeline installed it.
+    pub async fn report_holder(&self, name: &str) {
+        let local = load_local(self.state_dir(), name);
+        if local.generation > 0 {
+            self.report(
+                name,
+                local.generation,
+                &local.serial,
+                true,
+                None,
+                OffsetDateTime::now_utc(),
+            )
+            .await;
+        }
+    }
+
+    /// Catches up every certificate once; errors are logged.
+    pub async fn catch_up_all(&self) {
+        for cert in self.certificates() {
+            match self.catch_up(&cert.name).await {
+                Ok(_) => {}
+                Err(message) => tracing::warn!("{}: fleet: {message}", cert.name),
+            }
+        }
+    }
+
+    /// Sends a fleet alert: logged at error level, and given as JSON to `[alerts] command`.
+    pub async fn alert(&self, name: &str, event: &str, message: &str) {
+        tracing::error!("ALERT {event} {name}: {message}");
+        let Some(command) = self.alert_command.clone() else {
+            return;
+        };
+        let body = serde_json::json!({
+            "event": event,
+            "name": name,
+            "message": message,
+            "host": self.name(),
+            "time": crate::units::rfc3339(OffsetDateTime::now_utc()),
+        });
+        if let Err(err) = crate::hooks::run_with_input(
+            &command,
+            &[],
+            &[("EVERCERT_EVENT", event.to_owned())],
+            Some(body.to_string().as_bytes()),
+            Duration::from_secs(30),
+        )
+        .await
+        {
+            tracing::warn!("{name}: the alert command failed: {err}");
+        }
+    }
+}
+
+enum Refusal {
+    Unreachable(String),
+    Refused(String),
+}
+
+/// The agent's background loop: catch up at start, then whenever a certificate's key
+/// changes (a watch on `P/certs/`), and every few seconds in case a watch event was lost
+/// or etcd was away.
+pub async fn watch(fleet: std::sync::Weak<Fleet>) {
+    const RESYNC: Duration = Duration::from_secs(10);
+    loop {
+        let Some(strong) = fleet.upgrade() else {
+            return;
+        };
+        strong.catch_up_all().await;
+        let prefix = strong.key(&["certs", ""]);
+        let etcd = strong.etcd.clone();
+        drop(strong);
+        let watched = etcd
+            .call("watch the fleet's certificates", |mut client| {
+                let prefix = prefix.clone();
+                async move {
+                    client
+                        .watch(prefix, Some(WatchOptions::new().with_prefix()))
+                        .await
+                }
+            })
+            .await;
+        let Ok(mut stream) = watched else {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        };
+        loop {
+            match tokio::time::timeout(RESYNC, stream.message()).await {
+                Ok(Ok(Some(response))) => {
+                    if response.events().is_empty() {
+                        continue;
+                    }
+                    let Some(strong) = fleet.upgrade() else {
+                        return;
+                    };
+                    strong.catch_up_all().await;
+                }
+                // Quiet: look anyway (a member that lost its leader can leave a watch idle).
+                Err(_) => {
+                    let Some(strong) = fleet.upgrade() else {
+                        return;
+                    };
+                    strong.catch_up_all().await;
+                }
+                // The member went away: watch through another one.
+                Ok(_) => break,
+            }
+        }
+    }
+}
