@@ -469,6 +469,9 @@ impl Agent {
         {
             plan.consider(at, "alert threshold".to_owned());
         }
+        // The last renewal error of each managed certificate, for the `/status` page.
+        let last_errors = crate::status_page::last_errors(&self.state, &entries);
+        self.metrics.record_status(thresholds, last_errors);
         self.metrics.record_scan(entries, now);
         let ari_deadline = self.budgeted(ARI_DEADLINE);
         match tokio::time::timeout(ari_deadline, self.poll_ari(&statuses, now)).await {
@@ -901,12 +904,14 @@ impl Agent {
             self.ari_supported = Some(true);
             if let Some(window) = cached.window {
                 self.metrics.record_ari(&name, window.start, window.end);
-                // A window that was just learned may make the certificate due now.
-                if window.end <= now {
-                    next = Some(now);
-                }
             }
             next = Some(next.map_or(cached.next_poll, |n| n.min(cached.next_poll)));
+            // A window just learned changes `renew_at` (it may even make the certificate due
+            // now): decide again at once rather than at the next rescan, an hour away. That
+            // scan finds the answer cached and does not ask again.
+            if cached.window.is_some() {
+                next = Some(now);
+            }
         }
         next
     }

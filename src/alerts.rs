@@ -128,7 +128,8 @@ fn message(event: AlertEvent, entry: &Entry, failure: Option<&str>) -> String {
     }
 }
 
-fn hostname() -> String {
+/// This machine's host name, as alerts and the status page name it.
+pub fn hostname() -> String {
     rustix::system::uname()
         .nodename()
         .to_string_lossy()

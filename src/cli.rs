@@ -72,12 +72,15 @@ enum Command {
     },
     /// Every managed and monitored certificate and its state
     #[command(
-        after_help = "Examples:\n  evercert status\n  evercert status --json | jq '.[] | select(.state != \"ok\")'"
+        after_help = "Examples:\n  evercert status\n  evercert status --json | jq '.[] | select(.state != \"ok\")'\n  evercert status --html /var/www/html/evercert.html"
     )]
     Status {
         /// Print one JSON array instead of a table
-        #[arg(long)]
+        #[arg(long, conflicts_with = "html")]
         json: bool,
+        /// Write the status page (HTML, one timeline per certificate; what the agent serves at /status) to FILE
+        #[arg(long, value_name = "FILE")]
+        html: Option<PathBuf>,
     },
     /// Expiry check for monitoring: exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN
     #[command(
@@ -277,7 +280,9 @@ fn run(cli: Cli) -> u8 {
         .unwrap_or_else(|| PathBuf::from(config::DEFAULT_CONFIG_PATH));
     match cli.command {
         Command::Config(ConfigCommand::Check) => cmd_config_check(&config_path),
-        Command::Status { json } => with_config(&config_path, |config| cmd_status(config, json)),
+        Command::Status { json, html } => with_config(&config_path, |config| {
+            cmd_status(config, json, html.as_deref())
+        }),
         Command::Check {
             warn,
             critical,
@@ -396,7 +401,7 @@ fn print_json(entries: &[Entry]) -> bool {
     }
 }
 
-fn cmd_status(config: &Config, json: bool) -> u8 {
+fn cmd_status(config: &Config, json: bool, html: Option<&Path>) -> u8 {
     let now = now();
     let entries = match runtime() {
         Ok(runtime) => runtime.block_on(report::gather(config, config.renewal.thresholds, now)),
@@ -405,7 +410,27 @@ fn cmd_status(config: &Config, json: bool) -> u8 {
             return EXIT_USAGE;
         }
     };
-    if json {
+    if let Some(path) = html {
+        let state = FileState::new(&config.state_dir);
+        let last_errors = crate::status_page::last_errors(&state, &entries);
+        let host = crate::alerts::hostname();
+        let page = crate::status_page::render(&crate::status_page::Page {
+            host: &host,
+            source: "evercert status --html",
+            entries: &entries,
+            last_errors: &last_errors,
+            thresholds: config.renewal.thresholds,
+            now,
+        });
+        if let Err(err) = crate::status_page::write_file(path, &page) {
+            eprintln!(
+                "error: cannot write the status page to {}: {err}; check that its directory exists and is writable",
+                path.display()
+            );
+            return 1;
+        }
+        eprintln!("wrote {}", path.display());
+    } else if json {
         if !print_json(&entries) {
             return 1;
         }

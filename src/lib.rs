@@ -33,6 +33,7 @@ pub mod report;
 pub mod safety;
 pub mod schedule;
 pub mod state;
+pub mod status_page;
 pub mod store;
 pub mod units;
 pub mod watch;

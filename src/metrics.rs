@@ -1,4 +1,5 @@
-//! Prometheus metrics on `[metrics] listen`: `/metrics` in the text format and `/healthz`.
+//! Prometheus metrics on `[metrics] listen`: `/metrics` in the text format, `/healthz`, and
+//! the status page `/status` (see `status_page`).
 //!
 //! The agent replaces the per-certificate snapshot after every scan and bumps the counters
 //! after every renewal; a scrape only formats what is there, so it costs microseconds and
@@ -41,6 +42,9 @@ struct Inner {
     verify_ok: BTreeMap<String, bool>,
     ari: BTreeMap<String, (i64, i64)>,
     last_scan: Option<i64>,
+    /// For the `/status` page: the thresholds in force and managed certificates' last errors.
+    thresholds: crate::policy::Thresholds,
+    last_errors: BTreeMap<String, String>,
 }
 
 /// The agent's metrics, shared with the HTTP server.
@@ -91,6 +95,32 @@ impl Metrics {
         } else if verify_failed {
             inner.verify_ok.insert(name.to_owned(), false);
         }
+    }
+
+    /// What the `/status` page shows beside the entries: the thresholds in force and the
+    /// last renewal error of each managed certificate.
+    pub fn record_status(
+        &self,
+        thresholds: crate::policy::Thresholds,
+        last_errors: BTreeMap<String, String>,
+    ) {
+        let mut inner = self.lock();
+        inner.thresholds = thresholds;
+        inner.last_errors = last_errors;
+    }
+
+    /// The `/status` page as of `now`, from the last scan.
+    pub fn status_page(&self, now: OffsetDateTime) -> String {
+        let inner = self.lock();
+        let host = crate::alerts::hostname();
+        crate::status_page::render(&crate::status_page::Page {
+            host: &host,
+            source: "the running agent",
+            entries: &inner.entries,
+            last_errors: &inner.last_errors,
+            thresholds: inner.thresholds,
+            now,
+        })
     }
 
     /// The CA's suggested renewal window, when ARI gave one.
@@ -273,7 +303,7 @@ fn escape(value: &str) -> String {
 /// oldest connection still waiting for its request is closed (see [`crate::listener`]).
 pub const MAX_CONNECTIONS: usize = 64;
 
-/// Binds `listen` and serves `/metrics` and `/healthz` until the handle is aborted (which
+/// Binds `listen` and serves `/metrics`, `/status` and `/healthz` until the handle is aborted (which
 /// also closes every open connection).
 pub async fn serve(listen: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<JoinHandle<()>> {
     let socket = TcpListener::bind(listen).await?;
@@ -292,21 +322,40 @@ pub async fn serve(listen: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result
                             "text/plain; version=0.0.4",
                             metrics.render(),
                         ),
+                        "/status" => (
+                            StatusCode::OK,
+                            "text/html; charset=utf-8",
+                            metrics.status_page(
+                                OffsetDateTime::now_utc()
+                                    .replace_nanosecond(0)
+                                    .unwrap_or_else(|_| OffsetDateTime::now_utc()),
+                            ),
+                        ),
                         "/healthz" => (StatusCode::OK, "text/plain", "ok\n".to_owned()),
                         _ => (
                             StatusCode::NOT_FOUND,
                             "text/plain",
-                            "try /metrics or /healthz\n".to_owned(),
+                            "try /metrics, /status or /healthz\n".to_owned(),
                         ),
                     };
                     async move {
                         let mut response = Response::new(Full::new(Bytes::from(body)));
                         *response.status_mut() = status;
+                        let headers = response.headers_mut();
                         if let Ok(value) = http::HeaderValue::from_str(content_type) {
-                            response
-                                .headers_mut()
-                                .insert(http::header::CONTENT_TYPE, value);
+                            headers.insert(http::header::CONTENT_TYPE, value);
                         }
+                        // The status page needs nothing from anywhere: say so to the browser.
+                        headers.insert(
+                            http::header::CONTENT_SECURITY_POLICY,
+                            http::HeaderValue::from_static(
+                                crate::status_page::CONTENT_SECURITY_POLICY,
+                            ),
+                        );
+                        headers.insert(
+                            http::header::X_CONTENT_TYPE_OPTIONS,
+                            http::HeaderValue::from_static("nosniff"),
+                        );
                         Ok::<_, std::convert::Infallible>(response)
                     }
                 });

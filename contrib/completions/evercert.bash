@@ -1197,12 +1197,16 @@ _evercert() {
             return 0
             ;;
         evercert__subcmd__status)
-            opts="-c -h --json --config --help"
+            opts="-c -h --json --html --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --html)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0

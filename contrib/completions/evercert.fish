@@ -45,6 +45,7 @@ complete -c evercert -n "__fish_evercert_using_subcommand renew" -s c -l config 
 complete -c evercert -n "__fish_evercert_using_subcommand renew" -l force -d 'Renew even if not due'
 complete -c evercert -n "__fish_evercert_using_subcommand renew" -l dry-run -d 'Use the staging CA; write nothing live; run no reload hook'
 complete -c evercert -n "__fish_evercert_using_subcommand renew" -s h -l help -d 'Print help'
+complete -c evercert -n "__fish_evercert_using_subcommand status" -l html -d 'Write the status page (HTML, one timeline per certificate; what the agent serves at /status) to FILE' -r -F
 complete -c evercert -n "__fish_evercert_using_subcommand status" -s c -l config -d 'Configuration file [default: /etc/evercert/evercert.toml]' -r -F
 complete -c evercert -n "__fish_evercert_using_subcommand status" -l json -d 'Print one JSON array instead of a table'
 complete -c evercert -n "__fish_evercert_using_subcommand status" -s h -l help -d 'Print help'

@@ -51,9 +51,10 @@ _arguments "${_arguments_options[@]}" : \
 ;;
 (status)
 _arguments "${_arguments_options[@]}" : \
+'--html=[Write the status page (HTML, one timeline per certificate; what the agent serves at /status) to FILE]:FILE:_files' \
 '-c+[Configuration file \[default\: /etc/evercert/evercert.toml\]]:FILE:_files' \
 '--config=[Configuration file \[default\: /etc/evercert/evercert.toml\]]:FILE:_files' \
-'--json[Print one JSON array instead of a table]' \
+'(--html)--json[Print one JSON array instead of a table]' \
 '-h[Print help]' \
 '--help[Print help]' \
 && ret=0

@@ -30,6 +30,7 @@ mod renew_smoke;
 mod secrets;
 mod soak;
 mod status_explains;
+mod status_page;
 mod support;
 mod systemd_units;
 mod verify_sticks;
