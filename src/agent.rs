@@ -371,7 +371,7 @@ impl Agent {
             Reason::AriWindow => (decided.renew_at, "ARI window"),
             Reason::Retry => (decided.renew_at, "retry"),
             Reason::RenewalWindow => (decided.renew_at, "renewal window"),
-            Reason::Lifetime | Reason::NoCertificate | Reason::Defect => {
+            Reason::Lifetime | Reason::NoCertificate | Reason::Defect | Reason::Revoked => {
                 (decided.renew_at, "renewal")
             }
         };

@@ -807,10 +807,27 @@ fn cmd_revoke(config: &Config, name: &str, reason: Option<&str>) -> u8 {
     };
     match runtime.block_on(client.revoke(&pem, reason)) {
         Ok(()) => {
-            println!(
-                "{name}: revoked the certificate in {}; run `evercert renew {name} --force` to replace it",
-                cert.cert_path.display()
-            );
+            // Remembered, so that `status` shows it and the next renewal (one-shot or the
+            // agent) replaces it without `--force`.
+            let marked = inventory::read_cert_file(&cert.cert_path)
+                .map_err(|err| err.to_string())
+                .and_then(|file| {
+                    use crate::state::StateStore as _;
+                    let state = FileState::new(&config.state_dir);
+                    let mut history = state.load(name);
+                    history.revoked_serial = Some(file.leaf.serial.clone());
+                    state.save(name, &history).map_err(|err| err.to_string())
+                });
+            match marked {
+                Ok(()) => println!(
+                    "{name}: revoked the certificate in {}; it is marked revoked, and the next `evercert renew` (or the agent) replaces it",
+                    cert.cert_path.display()
+                ),
+                Err(err) => println!(
+                    "{name}: revoked the certificate in {}, but it could not be marked revoked ({err}); run `evercert renew {name} --force` to replace it",
+                    cert.cert_path.display()
+                ),
+            }
             0
         }
         Err(err) => {

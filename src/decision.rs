@@ -56,6 +56,9 @@ pub enum Reason {
     Retry,
     /// Due (or soon), but outside the renewal windows: waiting for the next one to open.
     RenewalWindow,
+    /// `evercert revoke` revoked the certificate on disk: clients that check revocation
+    /// refuse it, so it is replaced at once (no `--force`, no renewal window).
+    Revoked,
 }
 
 impl Reason {
@@ -69,6 +72,7 @@ impl Reason {
             Self::AriWindow => "the CA's renewal window (ARI)",
             Self::Retry => "waiting to retry after a failure",
             Self::RenewalWindow => "waiting for the next renewal window",
+            Self::Revoked => "revoked with `evercert revoke`: replaced at once",
         }
     }
 }
@@ -147,6 +151,9 @@ pub fn decide(
         Some(_) if assessment.reason.is_some() => {
             (assessment.renew_at, Reason::Defect, AriUse::None)
         }
+        Some(leaf) if history.revoked_serial.as_deref() == Some(leaf.serial.as_str()) => {
+            (now.min(assessment.renew_at), Reason::Revoked, AriUse::None)
+        }
         Some(leaf) => {
             let lifetime = leaf.not_after - leaf.not_before;
             let uniform = schedule::stable_fraction(&[facts.name, &leaf.serial]);
@@ -186,7 +193,7 @@ pub fn decide(
             }
         }
     }
-    let working = facts.leaf.is_some() && assessment.reason.is_none();
+    let working = facts.leaf.is_some() && assessment.reason.is_none() && reason != Reason::Revoked;
     if working && !windows.is_empty() {
         // The renewal may run at the first open moment from `renew_at` (from now when that
         // has passed); `critical_before` caps the wait, and once reached lifts it.
@@ -457,6 +464,32 @@ mod tests {
             );
             assert_eq!(decision.due, decision.renew_at <= NOW, "{case}");
         }
+    }
+
+    #[test]
+    fn a_certificate_evercert_revoked_is_due_at_once_until_replaced() {
+        let young = leaf(1.0, 90.0);
+        let revoked = CertHistory {
+            revoked_serial: Some(young.serial.clone()),
+            ..CertHistory::default()
+        };
+        let decision = decide_at(&young, &revoked, window(30.0, 40.0), NOW);
+        assert_eq!((decision.due, decision.reason), (true, Reason::Revoked));
+        assert_eq!(decision.renew_at, NOW);
+        // Another serial (the replacement) is not affected.
+        let other = CertHistory {
+            revoked_serial: Some("ffff".into()),
+            ..CertHistory::default()
+        };
+        let decision = decide_at(&young, &other, None, NOW);
+        assert_eq!((decision.due, decision.reason), (false, Reason::Lifetime));
+        // A failed replacement still waits for its retry time.
+        let failing = CertHistory {
+            revoked_serial: Some(young.serial.clone()),
+            ..failed(1, FailureKind::Transient, 0)
+        };
+        let decision = decide_at(&young, &failing, None, NOW);
+        assert_eq!((decision.due, decision.reason), (false, Reason::Retry));
     }
 
     #[test]

@@ -218,6 +218,16 @@ pub fn managed_entry(status: &ManagedStatus, now: OffsetDateTime) -> Entry {
     } else {
         entry.reason = status.problem.clone();
     }
+    if status.decision.reason == Reason::Revoked {
+        // Still within its dates, but clients that check revocation refuse it.
+        if entry.state == CertState::Ok {
+            entry.state = CertState::Due;
+        }
+        entry.reason = Some(
+            "revoked with `evercert revoke`; the next renewal (`evercert renew` or the agent) replaces it"
+                .to_owned(),
+        );
+    }
     entry
 }
 

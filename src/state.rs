@@ -42,6 +42,9 @@ pub struct CertHistory {
     /// ordering again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending: Option<Pending>,
+    /// The serial `evercert revoke` revoked: while it is the live certificate, it is due.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_serial: Option<String>,
 }
 
 /// An issued version waiting in the archive to be deployed.
@@ -64,6 +67,7 @@ impl CertHistory {
         self.retry_after = None;
         self.renewals += 1;
         self.pending = None;
+        self.revoked_serial = None;
     }
 
     pub fn record_failure(

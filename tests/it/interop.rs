@@ -229,6 +229,41 @@ fn issues_over_http01_and_dns01_and_renews_with_replaces_in_one_order() {
     );
 }
 
+/// A certificate revoked with `evercert revoke` shows as revoked in `status` and is
+/// replaced by the next `renew`, without `--force`.
+#[test]
+fn a_revoked_certificate_is_marked_and_replaced_without_force() {
+    let interop = Interop::start();
+    interop.write_config(&[("web", Proof::Http)], "");
+    interop.run_ok(&["renew"]);
+    let revoked = interop.serial("web");
+
+    let run = interop.run_ok(&["revoke", "web", "--reason", "keyCompromise"]);
+    assert!(run.stdout.contains("marked revoked"), "{run}");
+    assert!(
+        interop.a2c.count_requests("\"POST /acme/revokecert") == 1,
+        "{}",
+        interop.a2c.log()
+    );
+    let status = interop.status();
+    let web = entry(&status, "web");
+    assert_eq!(web["renew_reason"], "revoked", "{web}");
+    assert_eq!(web["state"], "due", "{web}");
+    assert!(
+        web["reason"].as_str().unwrap_or("").contains("revoked"),
+        "{web}"
+    );
+
+    let renewed = interop.run_ok(&["renew"]);
+    assert_ne!(interop.serial("web"), revoked, "{renewed}");
+    assert_eq!(interop.orders(), 2, "{renewed}");
+    // Replaced: the new certificate is not due, and a further run orders nothing.
+    let status = interop.status();
+    assert_eq!(entry(&status, "web")["state"], "ok", "{status:?}");
+    interop.run_ok(&["renew"]);
+    assert_eq!(interop.orders(), 2);
+}
+
 /// Account show asks the CA; rollover and deactivation are checked with the CA.
 #[test]
 fn account_show_rollover_and_deactivate_against_acme2certifier() {
