@@ -20,6 +20,7 @@ use crate::policy::Thresholds;
 use crate::probe;
 use crate::renew::{self, Outcome, RenewRequest};
 use crate::report::{self, Entry};
+use crate::state::FileState;
 use crate::units::parse_duration;
 
 /// Exit code for bad usage or configuration (renew, status, config check, …).
