@@ -339,7 +339,7 @@ fn run(cli: Cli) -> u8 {
                 haproxy,
             },
         ),
-        Command::Cluster(command) => crate::fleet::cli::run(&command),
+        Command::Cluster(command) => crate::fleet::cli::run(&config_path, &command),
         Command::Generate(command) => cmd_generate(&command),
     }
 }

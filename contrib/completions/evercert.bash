@@ -82,11 +82,17 @@ _evercert() {
             evercert__subcmd__cluster,keygen)
                 cmd="evercert__subcmd__cluster__subcmd__keygen"
                 ;;
+            evercert__subcmd__cluster,status)
+                cmd="evercert__subcmd__cluster__subcmd__status"
+                ;;
             evercert__subcmd__cluster__subcmd__help,help)
                 cmd="evercert__subcmd__cluster__subcmd__help__subcmd__help"
                 ;;
             evercert__subcmd__cluster__subcmd__help,keygen)
                 cmd="evercert__subcmd__cluster__subcmd__help__subcmd__keygen"
+                ;;
+            evercert__subcmd__cluster__subcmd__help,status)
+                cmd="evercert__subcmd__cluster__subcmd__help__subcmd__status"
                 ;;
             evercert__subcmd__config,check)
                 cmd="evercert__subcmd__config__subcmd__check"
@@ -165,6 +171,9 @@ _evercert() {
                 ;;
             evercert__subcmd__help__subcmd__cluster,keygen)
                 cmd="evercert__subcmd__help__subcmd__cluster__subcmd__keygen"
+                ;;
+            evercert__subcmd__help__subcmd__cluster,status)
+                cmd="evercert__subcmd__help__subcmd__cluster__subcmd__status"
                 ;;
             evercert__subcmd__help__subcmd__config,check)
                 cmd="evercert__subcmd__help__subcmd__config__subcmd__check"
@@ -407,7 +416,7 @@ _evercert() {
             return 0
             ;;
         evercert__subcmd__cluster)
-            opts="-c -h --config --help keygen help"
+            opts="-c -h --config --help keygen status help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -429,7 +438,7 @@ _evercert() {
             return 0
             ;;
         evercert__subcmd__cluster__subcmd__help)
-            opts="keygen help"
+            opts="keygen status help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -470,8 +479,44 @@ _evercert() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        evercert__subcmd__cluster__subcmd__help__subcmd__status)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         evercert__subcmd__cluster__subcmd__keygen)
             opts="-c -h --config --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        evercert__subcmd__cluster__subcmd__status)
+            opts="-c -h --json --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -823,7 +868,7 @@ _evercert() {
             return 0
             ;;
         evercert__subcmd__help__subcmd__cluster)
-            opts="keygen"
+            opts="keygen status"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -837,6 +882,20 @@ _evercert() {
             return 0
             ;;
         evercert__subcmd__help__subcmd__cluster__subcmd__keygen)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        evercert__subcmd__help__subcmd__cluster__subcmd__status)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )

@@ -98,13 +98,18 @@ complete -c evercert -n "__fish_evercert_using_subcommand discover" -l haproxy -
 complete -c evercert -n "__fish_evercert_using_subcommand discover" -s c -l config -d 'Configuration file [default: /etc/evercert/evercert.toml]' -r -F
 complete -c evercert -n "__fish_evercert_using_subcommand discover" -l json -d 'Print one JSON array instead of a table'
 complete -c evercert -n "__fish_evercert_using_subcommand discover" -s h -l help -d 'Print help (see more with \'--help\')'
-complete -c evercert -n "__fish_evercert_using_subcommand cluster; and not __fish_seen_subcommand_from keygen help" -s c -l config -d 'Configuration file [default: /etc/evercert/evercert.toml]' -r -F
-complete -c evercert -n "__fish_evercert_using_subcommand cluster; and not __fish_seen_subcommand_from keygen help" -s h -l help -d 'Print help'
-complete -c evercert -n "__fish_evercert_using_subcommand cluster; and not __fish_seen_subcommand_from keygen help" -f -a "keygen" -d 'Print a new fleet key (32 random bytes, base64) for [cluster] secret_key_file'
-complete -c evercert -n "__fish_evercert_using_subcommand cluster; and not __fish_seen_subcommand_from keygen help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c evercert -n "__fish_evercert_using_subcommand cluster; and not __fish_seen_subcommand_from keygen status help" -s c -l config -d 'Configuration file [default: /etc/evercert/evercert.toml]' -r -F
+complete -c evercert -n "__fish_evercert_using_subcommand cluster; and not __fish_seen_subcommand_from keygen status help" -s h -l help -d 'Print help'
+complete -c evercert -n "__fish_evercert_using_subcommand cluster; and not __fish_seen_subcommand_from keygen status help" -f -a "keygen" -d 'Print a new fleet key (32 random bytes, base64) for [cluster] secret_key_file'
+complete -c evercert -n "__fish_evercert_using_subcommand cluster; and not __fish_seen_subcommand_from keygen status help" -f -a "status" -d 'Per certificate: the fleet\'s current version, what each host applied, lock holder, live hosts'
+complete -c evercert -n "__fish_evercert_using_subcommand cluster; and not __fish_seen_subcommand_from keygen status help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c evercert -n "__fish_evercert_using_subcommand cluster; and __fish_seen_subcommand_from keygen" -s c -l config -d 'Configuration file [default: /etc/evercert/evercert.toml]' -r -F
 complete -c evercert -n "__fish_evercert_using_subcommand cluster; and __fish_seen_subcommand_from keygen" -s h -l help -d 'Print help'
+complete -c evercert -n "__fish_evercert_using_subcommand cluster; and __fish_seen_subcommand_from status" -s c -l config -d 'Configuration file [default: /etc/evercert/evercert.toml]' -r -F
+complete -c evercert -n "__fish_evercert_using_subcommand cluster; and __fish_seen_subcommand_from status" -l json -d 'Print one JSON array instead of text'
+complete -c evercert -n "__fish_evercert_using_subcommand cluster; and __fish_seen_subcommand_from status" -s h -l help -d 'Print help'
 complete -c evercert -n "__fish_evercert_using_subcommand cluster; and __fish_seen_subcommand_from help" -f -a "keygen" -d 'Print a new fleet key (32 random bytes, base64) for [cluster] secret_key_file'
+complete -c evercert -n "__fish_evercert_using_subcommand cluster; and __fish_seen_subcommand_from help" -f -a "status" -d 'Per certificate: the fleet\'s current version, what each host applied, lock holder, live hosts'
 complete -c evercert -n "__fish_evercert_using_subcommand cluster; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c evercert -n "__fish_evercert_using_subcommand generate; and not __fish_seen_subcommand_from man completions help" -s c -l config -d 'Configuration file [default: /etc/evercert/evercert.toml]' -r -F
 complete -c evercert -n "__fish_evercert_using_subcommand generate; and not __fish_seen_subcommand_from man completions help" -s h -l help -d 'Print help'
@@ -136,5 +141,6 @@ complete -c evercert -n "__fish_evercert_using_subcommand help; and __fish_seen_
 complete -c evercert -n "__fish_evercert_using_subcommand help; and __fish_seen_subcommand_from account" -f -a "deactivate" -d 'Deactivate the account at the CA (cannot be undone)'
 complete -c evercert -n "__fish_evercert_using_subcommand help; and __fish_seen_subcommand_from import" -f -a "certbot" -d 'Print (or write) an evercert configuration for certbot\'s certificates'
 complete -c evercert -n "__fish_evercert_using_subcommand help; and __fish_seen_subcommand_from cluster" -f -a "keygen" -d 'Print a new fleet key (32 random bytes, base64) for [cluster] secret_key_file'
+complete -c evercert -n "__fish_evercert_using_subcommand help; and __fish_seen_subcommand_from cluster" -f -a "status" -d 'Per certificate: the fleet\'s current version, what each host applied, lock holder, live hosts'
 complete -c evercert -n "__fish_evercert_using_subcommand help; and __fish_seen_subcommand_from generate" -f -a "man" -d 'The man page, evercert(1), in roff'
 complete -c evercert -n "__fish_evercert_using_subcommand help; and __fish_seen_subcommand_from generate" -f -a "completions" -d 'A shell completion script'

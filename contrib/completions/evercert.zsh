@@ -300,6 +300,15 @@ _arguments "${_arguments_options[@]}" : \
 '--help[Print help]' \
 && ret=0
 ;;
+(status)
+_arguments "${_arguments_options[@]}" : \
+'-c+[Configuration file \[default\: /etc/evercert/evercert.toml\]]:FILE:_files' \
+'--config=[Configuration file \[default\: /etc/evercert/evercert.toml\]]:FILE:_files' \
+'--json[Print one JSON array instead of text]' \
+'-h[Print help]' \
+'--help[Print help]' \
+&& ret=0
+;;
 (help)
 _arguments "${_arguments_options[@]}" : \
 ":: :_evercert__subcmd__cluster__subcmd__help_commands" \
@@ -313,6 +322,10 @@ _arguments "${_arguments_options[@]}" : \
         curcontext="${curcontext%:*:*}:evercert-cluster-help-command-$line[1]:"
         case $line[1] in
             (keygen)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
+(status)
 _arguments "${_arguments_options[@]}" : \
 && ret=0
 ;;
@@ -513,6 +526,10 @@ _arguments "${_arguments_options[@]}" : \
 _arguments "${_arguments_options[@]}" : \
 && ret=0
 ;;
+(status)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
         esac
     ;;
 esac
@@ -636,6 +653,7 @@ _evercert__subcmd__check_commands() {
 _evercert__subcmd__cluster_commands() {
     local commands; commands=(
 'keygen:Print a new fleet key (32 random bytes, base64) for \[cluster\] secret_key_file' \
+'status:Per certificate\: the fleet'\''s current version, what each host applied, lock holder, live hosts' \
 'help:Print this message or the help of the given subcommand(s)' \
     )
     _describe -t commands 'evercert cluster commands' commands "$@"
@@ -644,6 +662,7 @@ _evercert__subcmd__cluster_commands() {
 _evercert__subcmd__cluster__subcmd__help_commands() {
     local commands; commands=(
 'keygen:Print a new fleet key (32 random bytes, base64) for \[cluster\] secret_key_file' \
+'status:Per certificate\: the fleet'\''s current version, what each host applied, lock holder, live hosts' \
 'help:Print this message or the help of the given subcommand(s)' \
     )
     _describe -t commands 'evercert cluster help commands' commands "$@"
@@ -658,10 +677,20 @@ _evercert__subcmd__cluster__subcmd__help__subcmd__keygen_commands() {
     local commands; commands=()
     _describe -t commands 'evercert cluster help keygen commands' commands "$@"
 }
+(( $+functions[_evercert__subcmd__cluster__subcmd__help__subcmd__status_commands] )) ||
+_evercert__subcmd__cluster__subcmd__help__subcmd__status_commands() {
+    local commands; commands=()
+    _describe -t commands 'evercert cluster help status commands' commands "$@"
+}
 (( $+functions[_evercert__subcmd__cluster__subcmd__keygen_commands] )) ||
 _evercert__subcmd__cluster__subcmd__keygen_commands() {
     local commands; commands=()
     _describe -t commands 'evercert cluster keygen commands' commands "$@"
+}
+(( $+functions[_evercert__subcmd__cluster__subcmd__status_commands] )) ||
+_evercert__subcmd__cluster__subcmd__status_commands() {
+    local commands; commands=()
+    _describe -t commands 'evercert cluster status commands' commands "$@"
 }
 (( $+functions[_evercert__subcmd__config_commands] )) ||
 _evercert__subcmd__config_commands() {
@@ -793,6 +822,7 @@ _evercert__subcmd__help__subcmd__check_commands() {
 _evercert__subcmd__help__subcmd__cluster_commands() {
     local commands; commands=(
 'keygen:Print a new fleet key (32 random bytes, base64) for \[cluster\] secret_key_file' \
+'status:Per certificate\: the fleet'\''s current version, what each host applied, lock holder, live hosts' \
     )
     _describe -t commands 'evercert help cluster commands' commands "$@"
 }
@@ -800,6 +830,11 @@ _evercert__subcmd__help__subcmd__cluster_commands() {
 _evercert__subcmd__help__subcmd__cluster__subcmd__keygen_commands() {
     local commands; commands=()
     _describe -t commands 'evercert help cluster keygen commands' commands "$@"
+}
+(( $+functions[_evercert__subcmd__help__subcmd__cluster__subcmd__status_commands] )) ||
+_evercert__subcmd__help__subcmd__cluster__subcmd__status_commands() {
+    local commands; commands=()
+    _describe -t commands 'evercert help cluster status commands' commands "$@"
 }
 (( $+functions[_evercert__subcmd__help__subcmd__config_commands] )) ||
 _evercert__subcmd__help__subcmd__config_commands() {

@@ -136,8 +136,8 @@ impl Fleet {
         let installed = store
             .recover(&target(&cert))
             .and_then(|()| store.install(&target(&cert), &pair));
-        let installed = match installed {
-            Ok(installed) => installed,
+        match installed {
+            Ok(_) => {}
             Err(err) => {
                 let message = format!("cannot install the fleet's generation {generation}: {err}");
                 self.report(
@@ -151,7 +151,7 @@ impl Fleet {
                 .await;
                 return Err(message);
             }
-        };
+        }
         record_local(
             self.state_dir(),
             name,
@@ -166,13 +166,11 @@ impl Fleet {
             checked.meta.serial,
             checked.meta.published_by
         );
-        let outcome = self
-            .reload_and_verify(&cert, &checked.meta.serial, &store, &installed)
-            .await;
+        let outcome = self.reload_and_verify(&cert, &checked.meta.serial).await;
         let (ok, error) = match outcome {
             Ok(()) => (true, None),
             Err(message) => {
-                tracing::error!("{name}: {message}");
+                self.alert(name, "fleet_apply_failed", &message).await;
                 (false, Some(message))
             }
         };
@@ -254,14 +252,11 @@ impl Fleet {
         })
     }
 
-    /// Reloads after a random delay up to `reload_jitter`, then verifies; on a failed reload
-    /// the previous version goes back (this host only: the others are not rolled back).
+    /// Reloads after a random delay up to `reload_jitter`, then verifies.
     async fn reload_and_verify(
         &self,
         cert: &CertificateSettings,
         serial: &str,
-        store: &FsStore,
-        installed: &crate::store::Installed,
     ) -> Result<(), String> {
         let jitter = self.settings.reload_jitter;
         if !jitter.is_zero() {
@@ -276,26 +271,15 @@ impl Fleet {
                 ("EVERCERT_DOMAINS", cert.domains.join(" ")),
                 ("EVERCERT_SERIAL", serial.to_owned()),
             ];
+            // The new files stay in place: the server keeps what it loaded before, and the
+            // next reload that works picks them up. Putting the old files back would make this
+            // host's next run order again for the whole fleet.
             if let Err(err) =
                 crate::hooks::run(command, &[], &env, cert.reload_timeout.unsigned_abs()).await
             {
-                let restored = match &installed.previous {
-                    Some(previous) => match store.rollback(&target(cert), previous) {
-                        Ok(()) => {
-                            let _ = crate::hooks::run(
-                                command,
-                                &[],
-                                &env,
-                                cert.reload_timeout.unsigned_abs(),
-                            )
-                            .await;
-                            format!("; version {previous} is live again")
-                        }
-                        Err(err) => format!("; cannot restore version {previous}: {err}"),
-                    },
-                    None => String::new(),
-                };
-                return Err(format!("reload hook failed: {err}{restored}"));
+                return Err(format!(
+                    "reload hook failed: {err}; the fleet's new files are in place but the server still serves what it loaded before: fix the server, then reload it"
+                ));
             }
         }
         crate::renew::verify_served(cert, serial).await

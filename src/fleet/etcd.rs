@@ -4,7 +4,9 @@
 //! member of three down, about a third of its requests fail (`TESTBEDS.md`). So each member
 //! gets its own client, every request has a deadline, and a request that fails for a reason
 //! another member may not share (connection refused, no leader, the deadline) is sent to the
-//! next member; the member that last answered is tried first next time.
+//! next member; the member that last answered is tried first next time. When every member
+//! failed, they are tried again every half second while within two request deadlines (a
+//! leader election in progress), then the request fails.
 //!
 //! Retrying a write whose answer was lost may apply it twice. Every write evercert makes is
 //! either idempotent (a put of the same value) or a transaction guarded on revisions, whose
@@ -19,6 +21,13 @@ use etcd_client::{Client, ConnectOptions, GetOptions, KeyValue, PutOptions, Txn,
 use tokio::sync::Mutex;
 
 use super::config::ClusterSettings;
+
+/// The pause between two passes over the members.
+const BETWEEN_PASSES: Duration = Duration::from_millis(500);
+/// New passes start while less than this many request deadlines have passed: long enough to
+/// ride out a leader election on a loaded machine (measured: "no leader" for over a second
+/// after the leader was killed), bounded so that losing quorum is reported within seconds.
+const PASS_BUDGET_DEADLINES: u32 = 2;
 
 /// Largest file evercert reads for etcd's TLS and password settings.
 const SMALL_FILE_MAX: u64 = crate::fsread::SMALL_FILE_MAX;
@@ -147,8 +156,25 @@ impl Etcd {
     {
         let count = self.members.len();
         let first = self.preferred.load(Ordering::Relaxed) % count.max(1);
+        if count == 0 {
+            return Err(EtcdError::Unreachable {
+                what: what.to_owned(),
+                attempts: vec!["no etcd endpoints are configured".into()],
+            });
+        }
+        let started = tokio::time::Instant::now();
+        let budget = self.timeout * PASS_BUDGET_DEADLINES;
         let mut attempts = Vec::new();
-        for step in 0..count {
+        // Pass after pass while within the budget: a leader election can make every member
+        // refuse ("no leader") for a moment. The error lists the last pass.
+        for step in 0.. {
+            if step > 0 && step % count == 0 {
+                if started.elapsed() >= budget {
+                    break;
+                }
+                tokio::time::sleep(BETWEEN_PASSES).await;
+                attempts.clear();
+            }
             let index = (first + step) % count;
             let url = &self.members[index].url;
             let client = match self.client(index).await {

@@ -29,6 +29,7 @@ pub mod apply;
 pub mod backends;
 pub mod lock;
 pub mod state;
+pub mod status;
 pub mod store;
 
 use std::collections::HashMap;
