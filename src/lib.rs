@@ -1,8 +1,22 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 //! evercert: an ACME certificate renewal agent.
 //!
-//! The pure core decides (`policy`, `units`); the modules around it do I/O (`config`,
-//! `inventory`, `probe`, `report`) and `cli` maps commands to them.
+//! The layers, from the inside out:
+//!
+//! - **Pure core** — facts, settings and `now` in, a decision out; no I/O, no clock:
+//!   `policy` (renew_at), `decision` (the one renewal decision), `schedule`, `window`,
+//!   `names`, `units`.
+//! - **I/O** — each talks to one outside thing, with deadlines and size caps: `config`
+//!   (the file), `fsread`, `inventory` (certificates on disk), `probe` (served certificates),
+//!   `store`, `links`, `state` and `lock` (the state directory), `acme` (the only module that
+//!   speaks to `instant_acme`), `ari`, `challenge` (responders), `hooks`, `alerts` and
+//!   `alert_queue`, `metrics`, `listener`, `watch`, `logging`, `safety`, `discover`, `import`.
+//! - **Pipeline** — `renew`: decide → lock → order → check → store → deploy (reload, verify)
+//!   → record, one module per phase; `renew` and the agent both run it.
+//! - **Agent** — `agent` decides *when* to run the pipeline (its `Clock`), watches files and
+//!   feeds systemd; `fleet` shares certificates between hosts through etcd.
+//! - **CLI** — `cli` maps commands to the above; `report` and `status_page` present results;
+//!   `generate` writes the man page and completions. `main.rs` only hands over the exit code.
 
 pub mod acme;
 pub mod agent;

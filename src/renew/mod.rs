@@ -6,10 +6,10 @@
 //! server that keeps serving the old certificate flips back to the previous version and
 //! reloads again, so the server ends on a pair that worked.
 //!
-//! One phase per module, in the order `run` calls them: [`decide`] (inspect, ARI, the one
-//! decision), [`lock`], [`order`] (preflight, the ACME order), [`check`], [`store`],
-//! [`deploy`] (reload, and [`verify`]; roll back on failure) and [`record`] (the history).
-//! [`retry`] holds the one-shot retry policy.
+//! One phase per module, in the order `run` calls them: `decide` (inspect, ARI, the one
+//! decision), `lock`, `order` (preflight, the ACME order), `check`, `store`,
+//! `deploy` (reload, and `verify`; roll back on failure) and `record` (the history).
+//! `retry` holds the one-shot retry policy.
 
 mod check;
 mod decide;
