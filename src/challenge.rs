@@ -1,5 +1,6 @@
 //! Proving control of a name to the CA: http-01 (webroot or evercert's own responder),
-//! dns-01 (an operator's hook) and tls-alpn-01 (evercert's own responder).
+//! dns-01 (an operator's hook, or RFC 2136 updates through [`crate::dns01`]) and tls-alpn-01
+//! (evercert's own responder).
 //!
 //! Responders are shared per listen address within one run, so twenty certificates renewed
 //! together use one port-80 listener; it is bound only while a run needs it and closed when
@@ -21,6 +22,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use crate::config::ChallengeSettings;
+use crate::dns01::{self, AddedRecord, Dns01Error, Rfc2136Challenge, journal};
 use crate::hooks;
 use crate::listener;
 
@@ -77,8 +79,26 @@ pub enum ChallengeError {
     },
     #[error("dns-01 hook failed for {domain}: {message}")]
     Hook { domain: String, message: String },
+    #[error("dns-01 for {domain}: {source}")]
+    Dns01 {
+        domain: String,
+        source: Box<Dns01Error>,
+    },
+    #[error("dns-01: {0}")]
+    Propagation(Box<Dns01Error>),
     #[error("cannot build the tls-alpn-01 certificate for {domain}: {message}")]
     AlpnCertificate { domain: String, message: String },
+}
+
+impl ChallengeError {
+    /// Whether trying again in the same run cannot help: the configuration or the DNS
+    /// server's set-up must change first (a refused update, a wrong TSIG key, a bad key file).
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            Self::Dns01 { source, .. } => source.is_permanent(),
+            _ => false,
+        }
+    }
 }
 
 /// Something presented that must be removed afterwards.
@@ -95,6 +115,13 @@ pub enum Presented {
         record: String,
         value: String,
     },
+    /// A TXT value added with an RFC 2136 update.
+    Rfc2136Record {
+        settings: Box<Rfc2136Challenge>,
+        journal: Option<journal::Journal>,
+        record: AddedRecord,
+        entry: Option<journal::Entry>,
+    },
     AlpnCert {
         responder: Arc<AlpnResponder>,
         domain: String,
@@ -108,9 +135,20 @@ pub enum Presented {
 pub struct Responders {
     http: Mutex<HashMap<SocketAddr, Arc<HttpResponder>>>,
     alpn: Mutex<HashMap<SocketAddr, Arc<AlpnResponder>>>,
+    /// Where RFC 2136 updates are noted until deleted (`state_dir/dns01`).
+    dns_journal: Option<journal::Journal>,
 }
 
 impl Responders {
+    /// Responders whose RFC 2136 records are noted in `state_dir`, so that a killed run's
+    /// records are removed by the next one.
+    pub fn with_state_dir(state_dir: &Path) -> Self {
+        Self {
+            dns_journal: Some(journal::Journal::in_state_dir(state_dir)),
+            ..Self::default()
+        }
+    }
+
     async fn http(&self, addr: SocketAddr) -> Result<Arc<HttpResponder>, ChallengeError> {
         if let Some(existing) = lock(&self.http).get(&addr) {
             return Ok(existing.clone());
@@ -141,7 +179,9 @@ pub fn kind_of(settings: &ChallengeSettings) -> ChallengeKind {
         ChallengeSettings::Http01Webroot(_) | ChallengeSettings::Http01Listen(_) => {
             ChallengeKind::Http01
         }
-        ChallengeSettings::Dns01 { .. } => ChallengeKind::Dns01,
+        ChallengeSettings::Dns01 { .. } | ChallengeSettings::Dns01Rfc2136(_) => {
+            ChallengeKind::Dns01
+        }
         ChallengeSettings::TlsAlpn01 { .. } => ChallengeKind::TlsAlpn01,
     }
 }
@@ -185,6 +225,22 @@ pub async fn present(
                 value: response.dns_value.clone(),
             })
         }
+        ChallengeSettings::Dns01Rfc2136(settings) => {
+            let journal = responders.dns_journal.as_ref();
+            let (record, entry) =
+                dns01::present(settings, journal, &response.domain, &response.dns_value)
+                    .await
+                    .map_err(|source| ChallengeError::Dns01 {
+                        domain: response.domain.clone(),
+                        source: Box::new(source),
+                    })?;
+            Ok(Presented::Rfc2136Record {
+                settings: settings.clone(),
+                journal: journal.cloned(),
+                record,
+                entry,
+            })
+        }
         ChallengeSettings::TlsAlpn01 { listen } => {
             let responder = responders.alpn(*listen).await?;
             responder.add(&response.domain, &response.alpn_digest)?;
@@ -221,8 +277,75 @@ pub async fn cleanup(presented: Presented) {
                 );
             }
         }
+        Presented::Rfc2136Record {
+            settings,
+            journal,
+            record,
+            entry,
+        } => {
+            if let Err(err) =
+                dns01::cleanup(&settings, journal.as_ref(), &record, entry.as_ref()).await
+            {
+                tracing::warn!(
+                    "dns-01 cleanup of {} failed: {err}; evercert retries on its next run, or remove the TXT value by hand",
+                    record.target
+                );
+            }
+        }
         Presented::AlpnCert { responder, domain } => responder.remove(&domain),
     }
+}
+
+/// Waits until every authoritative server serves the dns-01 records just presented, for the
+/// built-in updater always and for a hook when `propagation_timeout` is set. Returns how
+/// long that took (`None`: nothing to check).
+pub async fn await_propagation(
+    settings: &ChallengeSettings,
+    presented: &[Presented],
+) -> Result<Option<std::time::Duration>, ChallengeError> {
+    let (propagation, expected) = match settings {
+        ChallengeSettings::Dns01Rfc2136(settings) => {
+            let expected = presented
+                .iter()
+                .filter_map(|item| match item {
+                    Presented::Rfc2136Record { record, .. } => Some(dns01::Expected {
+                        target: record.target.clone(),
+                        zone: record.zone.clone(),
+                        value: record.value.clone(),
+                    }),
+                    _ => None,
+                })
+                .collect::<Vec<_>>();
+            (&settings.propagation, expected)
+        }
+        ChallengeSettings::Dns01 {
+            propagation: Some(propagation),
+            ..
+        } => {
+            let mut expected = Vec::new();
+            for item in presented {
+                if let Presented::DnsRecord { domain, value, .. } = item {
+                    expected.push(
+                        dns01::expected_for_hook(propagation, domain, value)
+                            .await
+                            .map_err(|source| ChallengeError::Dns01 {
+                                domain: domain.clone(),
+                                source: Box::new(source),
+                            })?,
+                    );
+                }
+            }
+            (propagation, expected)
+        }
+        _ => return Ok(None),
+    };
+    if expected.is_empty() {
+        return Ok(None);
+    }
+    dns01::propagation::wait_until_served(&expected, propagation)
+        .await
+        .map(Some)
+        .map_err(|err| ChallengeError::Propagation(Box::new(err)))
 }
 
 fn write_token(

@@ -28,6 +28,7 @@ pub mod cli;
 pub mod config;
 pub mod decision;
 pub mod discover;
+pub mod dns01;
 pub mod fleet;
 pub mod fsread;
 pub mod generate;

@@ -347,7 +347,12 @@ impl AcmeClient {
             let item = challenge::present(request.challenge, responders, &response)
                 .await
                 .map_err(|err| {
-                    AcmeError::local(FailureKind::Transient, format!("{}: {err}", request.name))
+                    let kind = if err.is_permanent() {
+                        FailureKind::Permanent
+                    } else {
+                        FailureKind::Transient
+                    };
+                    AcmeError::local(kind, format!("{}: {err}", request.name))
                 })?;
             presented.push(item);
             pending += 1;
@@ -364,6 +369,17 @@ impl AcmeClient {
             && wait.is_positive()
         {
             tokio::time::sleep(wait.unsigned_abs()).await;
+        }
+        if let Some(took) = challenge::await_propagation(request.challenge, presented)
+            .await
+            .map_err(|err| {
+                AcmeError::local(FailureKind::Transient, format!("{}: {err}", request.name))
+            })?
+        {
+            progress(&format!(
+                "dns-01 records served by every authoritative server after {} ms",
+                took.as_millis()
+            ));
         }
         // Tell the CA only now, so that dns-01 records had their propagation wait.
         let mut authorizations = order.authorizations();
@@ -495,6 +511,7 @@ impl AcmeClient {
             ChallengeSettings::Http01Listen(addr) => format!(
                 "is port 80 of every name reachable from the CA and forwarded to evercert's responder on {addr}?"
             ),
+            ChallengeSettings::Dns01Rfc2136(_) => "every authoritative server served the TXT record before the CA was asked; does the CA see the same servers (split-horizon DNS, a stale delegation at the parent zone)?".to_owned(),
             ChallengeSettings::Dns01 { .. } => "did the hook publish the TXT record _acme-challenge.NAME at the authoritative DNS servers? raise [certificate.dns01] wait if they are slow to update".to_owned(),
             ChallengeSettings::TlsAlpn01 { listen } => format!(
                 "is port 443 of every name reachable from the CA and forwarded to evercert's responder on {listen}?"

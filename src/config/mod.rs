@@ -7,6 +7,7 @@
 //! the `Raw*` structs (which `deny_unknown_fields`), then each section is deserialized on its
 //! own so that one bad section does not hide the errors of the next.
 
+mod dns01;
 mod errors;
 mod parse;
 mod raw;
@@ -99,6 +100,7 @@ webroot = "/var/www/html"
             "certificate",
             "certificate.http01",
             "certificate.dns01",
+            "certificate.dns01.rfc2136",
             "certificate.tlsalpn01",
             "monitor",
             "alerts",

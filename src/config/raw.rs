@@ -74,6 +74,20 @@ pub(super) struct RawHttp01 {
 pub(super) struct RawDns01 {
     pub(super) hook: Option<String>,
     pub(super) wait: Option<String>,
+    pub(super) rfc2136: Option<RawRfc2136>,
+    pub(super) zone: Option<String>,
+    pub(super) propagation_timeout: Option<String>,
+    pub(super) resolvers: Option<Vec<String>>,
+    pub(super) authoritative_port: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRfc2136 {
+    pub(super) server: Option<String>,
+    pub(super) key_name: Option<String>,
+    pub(super) key_algorithm: Option<String>,
+    pub(super) key_secret_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -165,6 +179,7 @@ pub(super) fn table_keys(path: &str) -> Option<&'static [&'static str]> {
         "certificate" => field_names::<RawCertificate>(),
         "certificate.http01" => field_names::<RawHttp01>(),
         "certificate.dns01" => field_names::<RawDns01>(),
+        "certificate.dns01.rfc2136" => field_names::<RawRfc2136>(),
         "certificate.tlsalpn01" => field_names::<RawTlsAlpn01>(),
         "monitor" => field_names::<RawMonitor>(),
         "alerts" => field_names::<RawAlerts>(),

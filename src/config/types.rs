@@ -116,7 +116,13 @@ pub enum ChallengeSettings {
     /// http-01, answered by evercert's own responder bound while an order needs it.
     Http01Listen(SocketAddr),
     /// dns-01 through an operator's hook, then a wait for the record to propagate.
-    Dns01 { hook: String, wait: Duration },
+    Dns01 {
+        hook: String,
+        wait: Duration,
+        propagation: Option<crate::dns01::PropagationSettings>,
+    },
+    /// dns-01 through evercert's own RFC 2136 updater.
+    Dns01Rfc2136(Box<crate::dns01::Rfc2136Challenge>),
     /// tls-alpn-01, answered by evercert's own responder.
     TlsAlpn01 { listen: SocketAddr },
 }

@@ -412,7 +412,10 @@ impl Parser<'_> {
         let renew_before = self.renew_before(path, raw.renew_before);
         let challenge = self.challenge(path, raw.http01, raw.dns01, raw.tlsalpn01, resolve);
         if let (Some(domains), Some(challenge)) = (&domains, &challenge)
-            && !matches!(challenge, ChallengeSettings::Dns01 { .. })
+            && !matches!(
+                challenge,
+                ChallengeSettings::Dns01 { .. } | ChallengeSettings::Dns01Rfc2136(_)
+            )
             && let Some(wildcard) = domains.iter().find(|d| d.starts_with("*."))
         {
             self.error_at(
@@ -539,11 +542,7 @@ impl Parser<'_> {
             };
         }
         if let Some(dns01) = dns01 {
-            let dns_path = join(path, "dns01");
-            let wait = self.duration(&dns_path, "wait", dns01.wait, Duration::ZERO);
-            let hook =
-                self.required(&dns_path, "hook", dns01.hook, "\"/usr/local/bin/dns-hook\"")?;
-            return Some(ChallengeSettings::Dns01 { hook, wait });
+            return self.dns01(&join(path, "dns01"), dns01, resolve);
         }
         let tls_path = join(path, "tlsalpn01");
         let listen = self.required(&tls_path, "listen", tlsalpn01?.listen, "\"[::]:443\"")?;

@@ -316,7 +316,7 @@ fn dns_plugins_and_manual_hooks_get_a_placeholder_hook() {
     let wild = certificate(&config, "wild");
     assert_eq!(wild.domains, ["example.com", "*.example.com"]);
     match &wild.challenge {
-        ChallengeSettings::Dns01 { hook, wait } => {
+        ChallengeSettings::Dns01 { hook, wait, .. } => {
             assert_eq!(hook, evercert::import::PLACEHOLDER_DNS_HOOK);
             assert_eq!(*wait, time::Duration::seconds(30));
         }

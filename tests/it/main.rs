@@ -11,6 +11,7 @@ mod crash;
 mod decision;
 mod discover;
 mod discover_agent;
+mod dns01;
 mod docs;
 mod fallback;
 mod fleet;

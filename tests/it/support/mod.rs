@@ -5,6 +5,7 @@
 
 pub mod a2c;
 pub mod ari;
+pub mod bind;
 pub mod certbot;
 pub mod certs;
 pub mod chaos;

@@ -127,6 +127,10 @@ pub struct PebbleOptions {
     /// `domainBlocklist`: names (and their subdomains) Pebble refuses with
     /// `rejectedIdentifier` at newOrder.
     pub domain_blocklist: Vec<String>,
+    /// The DNS server Pebble's validator asks (`-dnsserver`); `None`: the
+    /// pebble-challtestsrv started with it. A real BIND here makes the CA resolve exactly
+    /// what evercert wrote (see [`super::bind`]).
+    pub dns_server: Option<SocketAddr>,
 }
 
 impl Default for PebbleOptions {
@@ -140,6 +144,7 @@ impl Default for PebbleOptions {
             http_port: None,
             tls_port: None,
             domain_blocklist: Vec::new(),
+            dns_server: None,
         }
     }
 }
@@ -234,7 +239,7 @@ pub fn bind_loopback_listener() -> TcpListener {
 }
 
 /// Like [`free_tcp_port`], but free for UDP too (the DNS server binds both).
-fn free_udp_and_tcp_port() -> u16 {
+pub fn free_udp_and_tcp_port() -> u16 {
     for _ in 0..1000 {
         let udp = UdpSocket::bind((LOOPBACK, 0)).expect("bind 127.0.0.1:0 (UDP)");
         let port = udp.local_addr().expect("local_addr").port();
@@ -534,10 +539,12 @@ fn launch(
     );
 
     let mut pebble = Command::new(find_binary("pebble").expect("checked"));
-    pebble
-        .arg("-config")
-        .arg(&config_path)
-        .args(["-dnsserver", &dns]);
+    pebble.arg("-config").arg(&config_path).args([
+        "-dnsserver",
+        &opts
+            .dns_server
+            .map_or_else(|| dns.clone(), |server| server.to_string()),
+    ]);
     // Only our settings: a stray PEBBLE_* in the developer's shell must not change behaviour.
     for (name, _) in env::vars_os() {
         if name.to_string_lossy().starts_with("PEBBLE_") {

@@ -19,6 +19,8 @@ pub enum Challenge {
     Dns,
     /// evercert's own tls-alpn-01 responder on Pebble's tls port.
     TlsAlpn,
+    /// A challenge table written as given (e.g. `[certificate.dns01]` with `rfc2136`).
+    Table(String),
 }
 
 /// One `[[certificate]]` of the test configuration.
@@ -244,6 +246,9 @@ impl Setup {
                         "[certificate.dns01]\nhook = \"{}\"\nwait = \"0s\"",
                         self.dns_hook().display()
                     );
+                }
+                Challenge::Table(table) => {
+                    let _ = writeln!(toml, "{}", table.trim_end());
                 }
                 Challenge::TlsAlpn => {
                     let _ = writeln!(
