@@ -177,7 +177,8 @@ struct Renewal {
 /// A broken link the agent found and what it did about it.
 struct LinkRepair {
     name: String,
-    problem: String,
+    /// The layout found, before the repair.
+    before: Layout,
     outcome: Result<links::Repair, crate::store::StoreError>,
 }
 
@@ -616,7 +617,7 @@ impl Agent {
                         layout = links::inspect(&config.state_dir, cert);
                         repairs.push(LinkRepair {
                             name: cert.name.clone(),
-                            problem: before.summary().unwrap_or_default(),
+                            before,
                             outcome,
                         });
                     }
@@ -652,11 +653,12 @@ impl Agent {
                 Ok(links::Repair::NoGoodVersion) => "no version in the archive can be served (none is complete with a matching key); ordering a new certificate".to_owned(),
                 Err(err) => format!("repairing it failed: {err}; ordering a new certificate"),
             };
-            let message = format!("{}; {outcome}", repair.problem);
+            let message = format!("{}; {outcome}", repair.before.summary().unwrap_or_default());
             if let Some(status) = statuses.iter().find(|status| status.name == repair.name) {
                 let mut entry = report::managed_entry(status, now);
                 entry.state = crate::policy::CertState::Error;
                 entry.error = Some(message.clone());
+                entry.layout = Some(repair.before.clone());
                 alerting.push(entry);
             } else {
                 tracing::error!("{}: {message}", repair.name);

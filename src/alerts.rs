@@ -84,33 +84,52 @@ fn message(event: AlertEvent, entry: &Entry, failure: Option<&str>) -> String {
         }
         _ => "has no readable certificate".to_owned(),
     };
+    // Alerts come from the running agent, which is already renewing or retrying: the advice
+    // says so, and points at what explains the rest, rather than "run renew".
     let action = match entry.kind {
-        Kind::Managed => format!(
-            "run `evercert renew {}` and see `evercert status`; docs/alerts.md says what to do",
-            entry.name
-        ),
+        Kind::Managed => {
+            "evercert keeps retrying with backoff; `evercert status` shows the last error and the next attempt, and docs/alerts.md maps the error to its fix".to_owned()
+        }
         Kind::Monitored => "evercert does not renew it: tell whoever issues it".to_owned(),
+    };
+    let error_action = match (entry.kind, entry.renew_reason) {
+        // A link problem's message carries its own advice (`report::apply_layout`).
+        (Kind::Managed, _) if entry.layout.as_ref().is_some_and(|layout| !layout.problems.is_empty()) => None,
+        (Kind::Managed, Some(crate::decision::Reason::Unreadable)) => Some(
+            "a new certificate could not be written either: give evercert access to the file (docs/alerts.md)".to_owned(),
+        ),
+        (Kind::Managed, _) => Some(
+            "evercert is ordering a replacement now; a `recovered` alert follows once it is in place (if none does, `evercert status` says why)".to_owned(),
+        ),
+        (Kind::Monitored, _) => Some(action.clone()),
     };
     let why = failure
         .map(|failure| format!("; last renewal error: {failure}"))
         .unwrap_or_default();
     match event {
         AlertEvent::Warning | AlertEvent::Critical | AlertEvent::Expired => {
+            // A monitored certificate is not evercert's to renew: "not renewed" would blame it.
+            let renewed = match entry.kind {
+                Kind::Managed => " and has not been renewed",
+                Kind::Monitored => "",
+            };
             format!(
-                "{}: certificate {target} {expiry} and has not been renewed{why}; {action}",
+                "{}: certificate {target} {expiry}{renewed}{why}; {action}",
                 entry.name
             )
         }
-        AlertEvent::Error => format!(
-            "{}: {}; {action}",
-            entry.name,
-            entry
+        AlertEvent::Error => {
+            let error = entry
                 .error
                 .as_deref()
-                .unwrap_or("the certificate cannot be read")
-        ),
+                .unwrap_or("the certificate cannot be read");
+            match error_action {
+                Some(action) => format!("{}: {error}; {action}", entry.name),
+                None => format!("{}: {error}", entry.name),
+            }
+        }
         AlertEvent::RenewalFailed => format!(
-            "{}: renewal failed{why}; the certificate {target} {expiry}; evercert retries with backoff; {action}",
+            "{}: renewal failed{why}; the certificate {target} {expiry}; {action}",
             entry.name
         ),
         AlertEvent::VerifyFailed => format!(

@@ -46,6 +46,11 @@ pub struct Cli {
     )]
     config: Option<PathBuf>,
 
+    /// Log every step with times and levels on standard error (one-shot commands print
+    /// only their own progress lines and warnings otherwise)
+    #[arg(short, long, global = true)]
+    verbose: bool,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -242,7 +247,13 @@ pub fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    crate::logging::init();
+    crate::logging::init(if matches!(cli.command, Command::Run) {
+        crate::logging::Mode::Agent
+    } else {
+        crate::logging::Mode::OneShot {
+            verbose: cli.verbose,
+        }
+    });
     // No core file, no ptrace by other users: the process holds private keys and the
     // account key in memory. Failing to set it only loses that protection, not the run.
     if let Err(err) =

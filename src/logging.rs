@@ -92,10 +92,50 @@ where
     }
 }
 
-/// Sets up the global subscriber: `EVERCERT_LOG` (EnvFilter syntax, default info) filters.
-pub fn init() {
+/// Formats an event as `warning: message` for a person at a terminal running a one-shot
+/// command: the same voice as the command's own progress lines, no time, no level column.
+pub struct PlainFormat;
+
+impl<S, N> FormatEvent<S, N> for PlainFormat
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        let word = match *event.metadata().level() {
+            Level::ERROR => "error: ",
+            Level::WARN => "warning: ",
+            _ => "",
+        };
+        writer.write_str(word)?;
+        ctx.format_fields(writer.by_ref(), event)?;
+        writeln!(writer)
+    }
+}
+
+/// Who logs: the agent (`evercert run`), or a one-shot command, with or without `--verbose`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Agent,
+    OneShot { verbose: bool },
+}
+
+/// Sets up the global subscriber: `EVERCERT_LOG` (EnvFilter syntax) filters. The agent logs
+/// from info up. A one-shot command prints its own progress lines, so it logs only warnings
+/// and errors, in the same plain voice at a terminal (`warning: …`); `--verbose` gives the
+/// full log (times, levels, info) for a person debugging.
+pub fn init(mode: Mode) {
+    let default = match mode {
+        Mode::Agent | Mode::OneShot { verbose: true } => "info",
+        Mode::OneShot { verbose: false } => "warn",
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_env("EVERCERT_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -104,6 +144,11 @@ pub fn init() {
         builder
             .with_ansi(false)
             .event_format(JournalFormat)
+            .try_init()
+    } else if mode == (Mode::OneShot { verbose: false }) {
+        builder
+            .with_ansi(false)
+            .event_format(PlainFormat)
             .try_init()
     } else {
         builder.try_init()

@@ -246,7 +246,7 @@ pub fn apply_layout(entry: &mut Entry, layout: Layout, agent_running: bool) {
     };
     if serious && let Some(summary) = layout.summary() {
         let advice = if layout.repairable() && agent_running {
-            "the running agent repairs it: it points the link at the newest complete version in the archive and runs the reload".to_owned()
+            "the running agent repairs it by pointing the link at the newest complete version in the archive, then runs the reload".to_owned()
         } else if layout.repairable() {
             format!(
                 "start the agent (it repairs the link from the archive), point live/{name} at a version listed in archive/{name}/ by hand (docs/storage.md), or run `evercert renew {name} --force` for a new certificate"
@@ -871,4 +871,266 @@ pub fn check_exit_code(entries: &[Entry]) -> u8 {
         .map(|entry| entry.state.check_exit_code())
         .max()
         .unwrap_or(3)
+}
+
+/// Every message an operator meets in `status`, `check` and the alerts, rendered for a set of
+/// situations in one place, so that a reviewer reads them as a person would; the whole text
+/// is compared, and checked for what must never appear (parser internals, raw UNIX seconds,
+/// doubled words).
+#[cfg(test)]
+mod messages {
+    use time::Duration;
+    use time::macros::datetime;
+
+    use super::*;
+    use crate::alerts::Alert;
+    use crate::links::Problem;
+    use crate::schedule::AlertEvent;
+
+    const NOW: OffsetDateTime = datetime!(2026-11-30 12:00:00 UTC);
+
+    fn managed(name: &str, days_left: i64) -> Entry {
+        let mut entry = Entry::blank(name.to_owned(), Kind::Managed);
+        entry.path = Some(format!("/etc/nginx/tls/{name}/fullchain.pem"));
+        entry.domains = vec![format!("{name}.example.com")];
+        entry.serial = Some("4f2a".into());
+        entry.issuer = Some("CN=R11".into());
+        entry.not_before = Some(NOW - Duration::days(90 - days_left));
+        entry.not_after = Some(NOW + Duration::days(days_left));
+        entry.days_left = Some(days_left as f64);
+        entry.renew_at = Some(NOW + Duration::days(days_left - 30));
+        entry.renew_reason = Some(Reason::Lifetime);
+        entry.state = CertState::Ok;
+        entry
+    }
+
+    fn agent(running: bool, renewing: bool) -> AgentStatus {
+        AgentStatus {
+            running,
+            pid: running.then_some(812),
+            since: running.then_some(NOW - Duration::hours(2)),
+            renewing_pid: renewing.then_some(812),
+            renewing,
+        }
+    }
+
+    fn situations() -> Vec<Entry> {
+        let running = agent(true, false);
+        let mut ok = managed("shop", 60);
+        let mut history = CertHistory::default();
+        history.record_success("4f2a", NOW - Duration::days(30));
+        ok.last_attempt = Attempt::from_history(&history);
+        ok.next_attempt = Some(NextAttempt {
+            at: ok.renew_at.unwrap(),
+            reason: Reason::Lifetime,
+            explanation: next_explanation(
+                Reason::Lifetime,
+                ok.renew_at.unwrap(),
+                &history,
+                &running,
+                NOW,
+            ),
+        });
+        ok.layout = Some(Layout {
+            health: Health::Ok,
+            live_version: Some("20261031T120000Z-4f2a".into()),
+            problems: Vec::new(),
+        });
+        ok.agent = Some(running.clone());
+
+        let mut failing = managed("blog", 20);
+        failing.state = CertState::Warning;
+        let mut history = CertHistory::default();
+        history.record_failure(
+            crate::acme::FailureKind::Transient,
+            Step::Order,
+            "the CA could not fetch http://blog.example.com/.well-known/acme-challenge/…: 404 Not Found",
+            None,
+            NOW - Duration::hours(1),
+        );
+        history.record_failure(
+            crate::acme::FailureKind::Transient,
+            Step::Order,
+            "the CA could not fetch http://blog.example.com/.well-known/acme-challenge/…: 404 Not Found",
+            None,
+            NOW - Duration::minutes(20),
+        );
+        failing.renew_at = Some(NOW + Duration::minutes(40));
+        failing.renew_reason = Some(Reason::Retry);
+        failing.last_attempt = Attempt::from_history(&history);
+        let alone = agent(false, false);
+        failing.next_attempt = Some(NextAttempt {
+            at: NOW + Duration::minutes(40),
+            reason: Reason::Retry,
+            explanation: next_explanation(
+                Reason::Retry,
+                NOW + Duration::minutes(40),
+                &history,
+                &alone,
+                NOW,
+            ),
+        });
+        failing.agent = Some(alone);
+
+        let mut due = managed("api", 25);
+        due.state = CertState::Due;
+        due.renew_at = Some(NOW - Duration::hours(1));
+        let renewing = agent(true, true);
+        due.next_attempt = Some(NextAttempt {
+            at: NOW - Duration::hours(1),
+            reason: Reason::Lifetime,
+            explanation: next_explanation(
+                Reason::Lifetime,
+                NOW - Duration::hours(1),
+                &CertHistory::default(),
+                &renewing,
+                NOW,
+            ),
+        });
+        due.agent = Some(renewing);
+
+        let mut broken = managed("mail", 60);
+        apply_layout(
+            &mut broken,
+            Layout {
+                health: Health::Broken,
+                live_version: Some("20261130T000000Z-typo".into()),
+                problems: vec![Problem {
+                    kind: ProblemKind::VersionMissing,
+                    message: "cert_path → live/mail → archive/mail/20261130T000000Z-typo: missing"
+                        .into(),
+                }],
+            },
+            true,
+        );
+
+        let garbage = file_entry(
+            "partner".into(),
+            Path::new("/etc/ssl/partner/bundle.pem"),
+            Err(CertFileError::NotACertificate {
+                path: "/etc/ssl/partner/bundle.pem".into(),
+                detail: format!(
+                    "not PEM (no -----BEGIN line) and not a DER certificate: {}",
+                    inventory::der_problem(&[0x30, 0x82, 0x05, 0x00, 1])
+                ),
+            }),
+            Thresholds::default(),
+            NOW,
+        );
+        let mut expired = Entry::blank("legacy".into(), Kind::Monitored);
+        expired.endpoint = Some("legacy.example.com:443".into());
+        expired.domains = vec!["legacy.example.com".into()];
+        expired.not_before = Some(NOW - Duration::days(92));
+        expired.not_after = Some(NOW - Duration::days(2));
+        expired.days_left = Some(-2.0);
+        expired.state = CertState::Expired;
+        vec![ok, failing, due, broken, garbage, expired]
+    }
+
+    fn render_all() -> String {
+        let entries = situations();
+        let mut out = String::from("== evercert status\n");
+        out.push_str(&render_table(&entries, NOW));
+        out.push_str("== evercert check\n");
+        out.push_str(&render_check(&entries, Thresholds::default(), NOW));
+        out.push_str("== alerts\n");
+        let events = [
+            ("shop", AlertEvent::Recovered),
+            ("blog", AlertEvent::Warning),
+            ("blog", AlertEvent::RenewalFailed),
+            ("mail", AlertEvent::Error),
+            ("partner", AlertEvent::Error),
+            ("legacy", AlertEvent::Expired),
+        ];
+        for (name, event) in events {
+            let entry = entries.iter().find(|entry| entry.name == name).unwrap();
+            let failure = entry
+                .last_attempt
+                .as_ref()
+                .and_then(|attempt| attempt.error.as_deref());
+            let _ = writeln!(out, "{}", Alert::new(event, entry, failure, NOW).message);
+        }
+        out
+    }
+
+    #[test]
+    fn every_message_reads_as_a_person_would_want() {
+        let text = render_all();
+        println!("{text}");
+        // No parser internals, no raw UNIX seconds, no debug output.
+        for banned in [
+            "NomError",
+            "Parsing Error",
+            "(UNIX)",
+            "Some(",
+            "None",
+            "os error",
+        ] {
+            assert!(!text.contains(banned), "{banned:?} in:\n{text}");
+        }
+        let digits = text
+            .split(|c: char| !c.is_ascii_digit())
+            .filter(|run| run.len() >= 9)
+            .collect::<Vec<_>>();
+        assert!(
+            digits.is_empty(),
+            "raw numbers that look like UNIX seconds: {digits:?}"
+        );
+        // No word twice in a row ("expired expired", "ok: ok").
+        for line in text.lines() {
+            let words: Vec<String> = line
+                .split_whitespace()
+                .map(|word| {
+                    word.trim_matches(|c: char| !c.is_alphanumeric())
+                        .to_lowercase()
+                })
+                .filter(|word| !word.is_empty())
+                .collect();
+            for pair in words.windows(2) {
+                assert!(
+                    pair[0] != pair[1] || pair[0].chars().all(|c| c.is_ascii_digit()),
+                    "{:?} twice in a row in: {line}",
+                    pair[0]
+                );
+            }
+        }
+        assert_eq!(
+            text, EXPECTED,
+            "the messages changed; if on purpose, update EXPECTED:\n{text}"
+        );
+    }
+
+    const EXPECTED: &str = r#"== evercert status
+NAME     DOMAINS             EXPIRES (UTC)     DAYS  RENEWS AT         STATE
+shop     shop.example.com    2027-01-29 12:00  60    2026-12-30 12:00  ok
+blog     blog.example.com    2026-12-20 12:00  20    2026-11-30 12:40  warning
+api      api.example.com     2026-12-25 12:00  25    2026-11-30 11:00  due
+mail     mail.example.com    2027-01-29 12:00  60    2026-12-30 12:00  error
+partner  -                   -                 -     (monitored)       error
+legacy   legacy.example.com  2026-11-28 12:00  -2    (monitored)       expired
+  shop: last attempt 2026-10-31T12:00:00Z (30d ago): renewed, serial 4f2a
+  shop: next attempt 2026-12-30T12:00:00Z: lifetime rule; the running agent renews it then (in 30d)
+  blog: last attempt 2026-11-30T11:40:00Z (20m ago): failed at order: the CA could not fetch http://blog.example.com/.well-known/acme-challenge/…: 404 Not Found (2 failures in a row)
+  blog: next attempt 2026-11-30T12:40:00Z: waiting to retry after a failure (2 failures in a row); no agent runs for this state_dir: a timer or cron job must run `evercert renew` by then (in 40m)
+  api: next attempt 2026-11-30T11:00:00Z: lifetime rule; the agent is renewing it now
+  mail: cert_path → live/mail → archive/mail/20261130T000000Z-typo: missing; the running agent repairs it by pointing the link at the newest complete version in the archive, then runs the reload
+  partner: /etc/ssl/partner/bundle.pem: not a certificate: not PEM (no -----BEGIN line) and not a DER certificate: it is truncated at byte 5 of the 1284 its header announces
+agent: running (pid 812) since 2026-11-30T10:00:00Z (2h ago)
+summary: 6 certificates, 4 need attention: blog (warning), mail (error), partner (error), legacy (expired)
+== evercert check
+CRITICAL - 6 targets: 3 critical, 1 warning, 2 ok | 'shop'=60d;30:;7: 'blog'=20d;30:;7: 'api'=25d;30:;7: 'mail'=60d;30:;7: 'partner'=U 'legacy'=-2d;30:;7:
+OK /etc/nginx/tls/shop/fullchain.pem: expires 2027-01-29T12:00:00Z (in 60d)
+WARNING /etc/nginx/tls/blog/fullchain.pem: expires 2026-12-20T12:00:00Z (in 20d)
+OK /etc/nginx/tls/api/fullchain.pem: due for renewal, expires 2026-12-25T12:00:00Z (in 25d)
+CRITICAL /etc/nginx/tls/mail/fullchain.pem: cert_path → live/mail → archive/mail/20261130T000000Z-typo: missing; the running agent repairs it by pointing the link at the newest complete version in the archive, then runs the reload
+CRITICAL /etc/ssl/partner/bundle.pem: not a certificate: not PEM (no -----BEGIN line) and not a DER certificate: it is truncated at byte 5 of the 1284 its header announces
+CRITICAL legacy.example.com:443: expired 2026-11-28T12:00:00Z (2d ago)
+== alerts
+shop: recovered; the certificate /etc/nginx/tls/shop/fullchain.pem expires 2027-01-29 (in 60.0 days)
+blog: certificate /etc/nginx/tls/blog/fullchain.pem expires 2026-12-20 (in 20.0 days) and has not been renewed; last renewal error: the CA could not fetch http://blog.example.com/.well-known/acme-challenge/…: 404 Not Found; evercert keeps retrying with backoff; `evercert status` shows the last error and the next attempt, and docs/alerts.md maps the error to its fix
+blog: renewal failed; last renewal error: the CA could not fetch http://blog.example.com/.well-known/acme-challenge/…: 404 Not Found; the certificate /etc/nginx/tls/blog/fullchain.pem expires 2026-12-20 (in 20.0 days); evercert keeps retrying with backoff; `evercert status` shows the last error and the next attempt, and docs/alerts.md maps the error to its fix
+mail: cert_path → live/mail → archive/mail/20261130T000000Z-typo: missing; the running agent repairs it by pointing the link at the newest complete version in the archive, then runs the reload
+partner: /etc/ssl/partner/bundle.pem: not a certificate: not PEM (no -----BEGIN line) and not a DER certificate: it is truncated at byte 5 of the 1284 its header announces; evercert does not renew it: tell whoever issues it
+legacy: certificate legacy.example.com:443 EXPIRED on 2026-11-28 (2.0 days ago); evercert does not renew it: tell whoever issues it
+"#;
 }

@@ -206,7 +206,7 @@ _evercert() {
 
     case "${cmd}" in
         evercert)
-            opts="-c -h -V --config --help --version run renew status check config account revoke import discover cluster generate help"
+            opts="-c -v -h -V --config --verbose --help --version run renew status check config account revoke import discover cluster generate help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -228,7 +228,7 @@ _evercert() {
             return 0
             ;;
         evercert__subcmd__account)
-            opts="-c -h --config --help show rollover deactivate help"
+            opts="-c -v -h --config --verbose --help show rollover deactivate help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -250,7 +250,7 @@ _evercert() {
             return 0
             ;;
         evercert__subcmd__account__subcmd__deactivate)
-            opts="-c -h --config --help"
+            opts="-c -v -h --config --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -342,7 +342,7 @@ _evercert() {
             return 0
             ;;
         evercert__subcmd__account__subcmd__rollover)
-            opts="-c -h --config --help"
+            opts="-c -v -h --config --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -364,7 +364,7 @@ _evercert() {
             return 0
             ;;
         evercert__subcmd__account__subcmd__show)
-            opts="-c -h --config --help"
+            opts="-c -v -h --config --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -386,7 +386,7 @@ _evercert() {
             return 0
             ;;
         evercert__subcmd__check)
-            opts="-c -h --warn --critical --json --config --help"
+            opts="-c -v -h --warn --critical --json --config --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -416,7 +416,7 @@ _evercert() {
             return 0
             ;;
         evercert__subcmd__cluster)
-            opts="-c -h --config --help keygen status help"
+            opts="-c -v -h --config --verbose --help keygen status help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -494,7 +494,7 @@ _evercert() {
             return 0
             ;;
         evercert__subcmd__cluster__subcmd__keygen)
-            opts="-c -h --config --help"
+            opts="-c -v -h --config --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -516,7 +516,7 @@ _evercert() {
             return 0
             ;;
         evercert__subcmd__cluster__subcmd__status)
-            opts="-c -h --json --config --help"
+            opts="-c -v -h --json --config --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -538,7 +538,7 @@ _evercert() {
             return 0
             ;;
         evercert__subcmd__config)
-            opts="-c -h --config --help check help"
+            opts="-c -v -h --config --verbose --help check help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -560,7 +560,7 @@ _evercert() {
             return 0
             ;;
         evercert__subcmd__config__subcmd__check)
-            opts="-c -h --config --help"
+            opts="-c -v -h --config --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -624,7 +624,7 @@ _evercert() {
             return 0
             ;;
         evercert__subcmd__discover)
-            opts="-c -h --json --write --nginx --apache --haproxy --config --help"
+            opts="-c -v -h --json --write --nginx --apache --haproxy --config --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -662,7 +662,7 @@ _evercert() {
             return 0
             ;;
         evercert__subcmd__generate)
-            opts="-c -h --config --help man completions help"
+            opts="-c -v -h --config --verbose --help man completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -684,7 +684,7 @@ _evercert() {
             return 0
             ;;
         evercert__subcmd__generate__subcmd__completions)
-            opts="-c -h --config --help bash elvish fish powershell zsh"
+            opts="-c -v -h --config --verbose --help bash elvish fish powershell zsh"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -762,7 +762,7 @@ _evercert() {
             return 0
             ;;
         evercert__subcmd__generate__subcmd__man)
-            opts="-c -h --config --help"
+            opts="-c -v -h --config --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1092,7 +1092,7 @@ _evercert() {
             return 0
             ;;
         evercert__subcmd__import)
-            opts="-c -h --config --help certbot help"
+            opts="-c -v -h --config --verbose --help certbot help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1114,7 +1114,7 @@ _evercert() {
             return 0
             ;;
         evercert__subcmd__import__subcmd__certbot)
-            opts="-c -h --from --write --config --help"
+            opts="-c -v -h --from --write --config --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1186,7 +1186,7 @@ _evercert() {
             return 0
             ;;
         evercert__subcmd__renew)
-            opts="-c -h --force --dry-run --config --help"
+            opts="-c -v -h --force --dry-run --config --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1208,7 +1208,7 @@ _evercert() {
             return 0
             ;;
         evercert__subcmd__revoke)
-            opts="-c -h --reason --config --help"
+            opts="-c -v -h --reason --config --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1234,7 +1234,7 @@ _evercert() {
             return 0
             ;;
         evercert__subcmd__run)
-            opts="-c -h --config --help"
+            opts="-c -v -h --config --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1256,7 +1256,7 @@ _evercert() {
             return 0
             ;;
         evercert__subcmd__status)
-            opts="-c -h --json --html --config --help"
+            opts="-c -v -h --json --html --config --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

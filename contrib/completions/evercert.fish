@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_evercert_global_optspecs
-    string join \n c/config= h/help V/version
+    string join \n c/config= v/verbose h/help V/version
 end
 
 function __fish_evercert_needs_command
@@ -25,6 +25,7 @@ function __fish_evercert_using_subcommand
 end
 
 complete -c evercert -n "__fish_evercert_needs_command" -s c -l config -d 'Configuration file [default: /etc/evercert/evercert.toml]' -r -F
+complete -c evercert -n "__fish_evercert_needs_command" -s v -l verbose -d 'Log every step with times and levels on standard error (one-shot commands print only their own progress lines and warnings otherwise)'
 complete -c evercert -n "__fish_evercert_needs_command" -s h -l help -d 'Print help'
 complete -c evercert -n "__fish_evercert_needs_command" -s V -l version -d 'Print version'
 complete -c evercert -n "__fish_evercert_needs_command" -f -a "run" -d 'Run the agent in the foreground (systemd Type=notify)'
@@ -40,39 +41,49 @@ complete -c evercert -n "__fish_evercert_needs_command" -f -a "cluster" -d 'Flee
 complete -c evercert -n "__fish_evercert_needs_command" -f -a "generate" -d 'Print the man page or shell completions (for packaging; see scripts/contrib.sh)'
 complete -c evercert -n "__fish_evercert_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c evercert -n "__fish_evercert_using_subcommand run" -s c -l config -d 'Configuration file [default: /etc/evercert/evercert.toml]' -r -F
+complete -c evercert -n "__fish_evercert_using_subcommand run" -s v -l verbose -d 'Log every step with times and levels on standard error (one-shot commands print only their own progress lines and warnings otherwise)'
 complete -c evercert -n "__fish_evercert_using_subcommand run" -s h -l help -d 'Print help'
 complete -c evercert -n "__fish_evercert_using_subcommand renew" -s c -l config -d 'Configuration file [default: /etc/evercert/evercert.toml]' -r -F
 complete -c evercert -n "__fish_evercert_using_subcommand renew" -l force -d 'Renew even if not due'
 complete -c evercert -n "__fish_evercert_using_subcommand renew" -l dry-run -d 'Use the staging CA; write nothing live; run no reload hook'
+complete -c evercert -n "__fish_evercert_using_subcommand renew" -s v -l verbose -d 'Log every step with times and levels on standard error (one-shot commands print only their own progress lines and warnings otherwise)'
 complete -c evercert -n "__fish_evercert_using_subcommand renew" -s h -l help -d 'Print help'
 complete -c evercert -n "__fish_evercert_using_subcommand status" -l html -d 'Write the status page (HTML, one timeline per certificate; what the agent serves at /status) to FILE' -r -F
 complete -c evercert -n "__fish_evercert_using_subcommand status" -s c -l config -d 'Configuration file [default: /etc/evercert/evercert.toml]' -r -F
 complete -c evercert -n "__fish_evercert_using_subcommand status" -l json -d 'Print one JSON array instead of a table'
+complete -c evercert -n "__fish_evercert_using_subcommand status" -s v -l verbose -d 'Log every step with times and levels on standard error (one-shot commands print only their own progress lines and warnings otherwise)'
 complete -c evercert -n "__fish_evercert_using_subcommand status" -s h -l help -d 'Print help'
 complete -c evercert -n "__fish_evercert_using_subcommand check" -l warn -d 'Warn when a certificate expires within this duration [default: config or 30d]' -r
 complete -c evercert -n "__fish_evercert_using_subcommand check" -l critical -d 'Critical when a certificate expires within this duration [default: config or 7d]' -r
 complete -c evercert -n "__fish_evercert_using_subcommand check" -s c -l config -d 'Configuration file [default: /etc/evercert/evercert.toml]' -r -F
 complete -c evercert -n "__fish_evercert_using_subcommand check" -l json -d 'Print one JSON array instead of one line per target'
+complete -c evercert -n "__fish_evercert_using_subcommand check" -s v -l verbose -d 'Log every step with times and levels on standard error (one-shot commands print only their own progress lines and warnings otherwise)'
 complete -c evercert -n "__fish_evercert_using_subcommand check" -s h -l help -d 'Print help'
 complete -c evercert -n "__fish_evercert_using_subcommand config; and not __fish_seen_subcommand_from check help" -s c -l config -d 'Configuration file [default: /etc/evercert/evercert.toml]' -r -F
+complete -c evercert -n "__fish_evercert_using_subcommand config; and not __fish_seen_subcommand_from check help" -s v -l verbose -d 'Log every step with times and levels on standard error (one-shot commands print only their own progress lines and warnings otherwise)'
 complete -c evercert -n "__fish_evercert_using_subcommand config; and not __fish_seen_subcommand_from check help" -s h -l help -d 'Print help'
 complete -c evercert -n "__fish_evercert_using_subcommand config; and not __fish_seen_subcommand_from check help" -f -a "check" -d 'Validate the configuration and print every error with file:line'
 complete -c evercert -n "__fish_evercert_using_subcommand config; and not __fish_seen_subcommand_from check help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c evercert -n "__fish_evercert_using_subcommand config; and __fish_seen_subcommand_from check" -s c -l config -d 'Configuration file [default: /etc/evercert/evercert.toml]' -r -F
+complete -c evercert -n "__fish_evercert_using_subcommand config; and __fish_seen_subcommand_from check" -s v -l verbose -d 'Log every step with times and levels on standard error (one-shot commands print only their own progress lines and warnings otherwise)'
 complete -c evercert -n "__fish_evercert_using_subcommand config; and __fish_seen_subcommand_from check" -s h -l help -d 'Print help'
 complete -c evercert -n "__fish_evercert_using_subcommand config; and __fish_seen_subcommand_from help" -f -a "check" -d 'Validate the configuration and print every error with file:line'
 complete -c evercert -n "__fish_evercert_using_subcommand config; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c evercert -n "__fish_evercert_using_subcommand account; and not __fish_seen_subcommand_from show rollover deactivate help" -s c -l config -d 'Configuration file [default: /etc/evercert/evercert.toml]' -r -F
+complete -c evercert -n "__fish_evercert_using_subcommand account; and not __fish_seen_subcommand_from show rollover deactivate help" -s v -l verbose -d 'Log every step with times and levels on standard error (one-shot commands print only their own progress lines and warnings otherwise)'
 complete -c evercert -n "__fish_evercert_using_subcommand account; and not __fish_seen_subcommand_from show rollover deactivate help" -s h -l help -d 'Print help'
 complete -c evercert -n "__fish_evercert_using_subcommand account; and not __fish_seen_subcommand_from show rollover deactivate help" -f -a "show" -d 'Show the ACME account for the configured directory'
 complete -c evercert -n "__fish_evercert_using_subcommand account; and not __fish_seen_subcommand_from show rollover deactivate help" -f -a "rollover" -d 'Replace the account key (new credentials are saved before anything else)'
 complete -c evercert -n "__fish_evercert_using_subcommand account; and not __fish_seen_subcommand_from show rollover deactivate help" -f -a "deactivate" -d 'Deactivate the account at the CA (cannot be undone)'
 complete -c evercert -n "__fish_evercert_using_subcommand account; and not __fish_seen_subcommand_from show rollover deactivate help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c evercert -n "__fish_evercert_using_subcommand account; and __fish_seen_subcommand_from show" -s c -l config -d 'Configuration file [default: /etc/evercert/evercert.toml]' -r -F
+complete -c evercert -n "__fish_evercert_using_subcommand account; and __fish_seen_subcommand_from show" -s v -l verbose -d 'Log every step with times and levels on standard error (one-shot commands print only their own progress lines and warnings otherwise)'
 complete -c evercert -n "__fish_evercert_using_subcommand account; and __fish_seen_subcommand_from show" -s h -l help -d 'Print help'
 complete -c evercert -n "__fish_evercert_using_subcommand account; and __fish_seen_subcommand_from rollover" -s c -l config -d 'Configuration file [default: /etc/evercert/evercert.toml]' -r -F
+complete -c evercert -n "__fish_evercert_using_subcommand account; and __fish_seen_subcommand_from rollover" -s v -l verbose -d 'Log every step with times and levels on standard error (one-shot commands print only their own progress lines and warnings otherwise)'
 complete -c evercert -n "__fish_evercert_using_subcommand account; and __fish_seen_subcommand_from rollover" -s h -l help -d 'Print help'
 complete -c evercert -n "__fish_evercert_using_subcommand account; and __fish_seen_subcommand_from deactivate" -s c -l config -d 'Configuration file [default: /etc/evercert/evercert.toml]' -r -F
+complete -c evercert -n "__fish_evercert_using_subcommand account; and __fish_seen_subcommand_from deactivate" -s v -l verbose -d 'Log every step with times and levels on standard error (one-shot commands print only their own progress lines and warnings otherwise)'
 complete -c evercert -n "__fish_evercert_using_subcommand account; and __fish_seen_subcommand_from deactivate" -s h -l help -d 'Print help'
 complete -c evercert -n "__fish_evercert_using_subcommand account; and __fish_seen_subcommand_from help" -f -a "show" -d 'Show the ACME account for the configured directory'
 complete -c evercert -n "__fish_evercert_using_subcommand account; and __fish_seen_subcommand_from help" -f -a "rollover" -d 'Replace the account key (new credentials are saved before anything else)'
@@ -80,14 +91,17 @@ complete -c evercert -n "__fish_evercert_using_subcommand account; and __fish_se
 complete -c evercert -n "__fish_evercert_using_subcommand account; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c evercert -n "__fish_evercert_using_subcommand revoke" -l reason -d 'unspecified, keyCompromise, superseded, cessationOfOperation, affiliationChanged' -r
 complete -c evercert -n "__fish_evercert_using_subcommand revoke" -s c -l config -d 'Configuration file [default: /etc/evercert/evercert.toml]' -r -F
+complete -c evercert -n "__fish_evercert_using_subcommand revoke" -s v -l verbose -d 'Log every step with times and levels on standard error (one-shot commands print only their own progress lines and warnings otherwise)'
 complete -c evercert -n "__fish_evercert_using_subcommand revoke" -s h -l help -d 'Print help'
 complete -c evercert -n "__fish_evercert_using_subcommand import; and not __fish_seen_subcommand_from certbot help" -s c -l config -d 'Configuration file [default: /etc/evercert/evercert.toml]' -r -F
+complete -c evercert -n "__fish_evercert_using_subcommand import; and not __fish_seen_subcommand_from certbot help" -s v -l verbose -d 'Log every step with times and levels on standard error (one-shot commands print only their own progress lines and warnings otherwise)'
 complete -c evercert -n "__fish_evercert_using_subcommand import; and not __fish_seen_subcommand_from certbot help" -s h -l help -d 'Print help'
 complete -c evercert -n "__fish_evercert_using_subcommand import; and not __fish_seen_subcommand_from certbot help" -f -a "certbot" -d 'Print (or write) an evercert configuration for certbot\'s certificates'
 complete -c evercert -n "__fish_evercert_using_subcommand import; and not __fish_seen_subcommand_from certbot help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c evercert -n "__fish_evercert_using_subcommand import; and __fish_seen_subcommand_from certbot" -l from -d 'certbot\'s configuration directory (holding renewal/, live/ and archive/)' -r -F
 complete -c evercert -n "__fish_evercert_using_subcommand import; and __fish_seen_subcommand_from certbot" -l write -d 'Write the configuration to FILE (mode 0600) instead of printing it; never overwrites' -r -F
 complete -c evercert -n "__fish_evercert_using_subcommand import; and __fish_seen_subcommand_from certbot" -s c -l config -d 'Configuration file [default: /etc/evercert/evercert.toml]' -r -F
+complete -c evercert -n "__fish_evercert_using_subcommand import; and __fish_seen_subcommand_from certbot" -s v -l verbose -d 'Log every step with times and levels on standard error (one-shot commands print only their own progress lines and warnings otherwise)'
 complete -c evercert -n "__fish_evercert_using_subcommand import; and __fish_seen_subcommand_from certbot" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c evercert -n "__fish_evercert_using_subcommand import; and __fish_seen_subcommand_from help" -f -a "certbot" -d 'Print (or write) an evercert configuration for certbot\'s certificates'
 complete -c evercert -n "__fish_evercert_using_subcommand import; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
@@ -97,28 +111,35 @@ complete -c evercert -n "__fish_evercert_using_subcommand discover" -l apache -d
 complete -c evercert -n "__fish_evercert_using_subcommand discover" -l haproxy -d 'Read this HAProxy configuration (instead of [discover]\'s or the usual ones)' -r -F
 complete -c evercert -n "__fish_evercert_using_subcommand discover" -s c -l config -d 'Configuration file [default: /etc/evercert/evercert.toml]' -r -F
 complete -c evercert -n "__fish_evercert_using_subcommand discover" -l json -d 'Print one JSON array instead of a table'
+complete -c evercert -n "__fish_evercert_using_subcommand discover" -s v -l verbose -d 'Log every step with times and levels on standard error (one-shot commands print only their own progress lines and warnings otherwise)'
 complete -c evercert -n "__fish_evercert_using_subcommand discover" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c evercert -n "__fish_evercert_using_subcommand cluster; and not __fish_seen_subcommand_from keygen status help" -s c -l config -d 'Configuration file [default: /etc/evercert/evercert.toml]' -r -F
+complete -c evercert -n "__fish_evercert_using_subcommand cluster; and not __fish_seen_subcommand_from keygen status help" -s v -l verbose -d 'Log every step with times and levels on standard error (one-shot commands print only their own progress lines and warnings otherwise)'
 complete -c evercert -n "__fish_evercert_using_subcommand cluster; and not __fish_seen_subcommand_from keygen status help" -s h -l help -d 'Print help'
 complete -c evercert -n "__fish_evercert_using_subcommand cluster; and not __fish_seen_subcommand_from keygen status help" -f -a "keygen" -d 'Print a new fleet key (32 random bytes, base64) for [cluster] secret_key_file'
 complete -c evercert -n "__fish_evercert_using_subcommand cluster; and not __fish_seen_subcommand_from keygen status help" -f -a "status" -d 'Per certificate: the fleet\'s current version, what each host applied, lock holder, live hosts'
 complete -c evercert -n "__fish_evercert_using_subcommand cluster; and not __fish_seen_subcommand_from keygen status help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c evercert -n "__fish_evercert_using_subcommand cluster; and __fish_seen_subcommand_from keygen" -s c -l config -d 'Configuration file [default: /etc/evercert/evercert.toml]' -r -F
+complete -c evercert -n "__fish_evercert_using_subcommand cluster; and __fish_seen_subcommand_from keygen" -s v -l verbose -d 'Log every step with times and levels on standard error (one-shot commands print only their own progress lines and warnings otherwise)'
 complete -c evercert -n "__fish_evercert_using_subcommand cluster; and __fish_seen_subcommand_from keygen" -s h -l help -d 'Print help'
 complete -c evercert -n "__fish_evercert_using_subcommand cluster; and __fish_seen_subcommand_from status" -s c -l config -d 'Configuration file [default: /etc/evercert/evercert.toml]' -r -F
 complete -c evercert -n "__fish_evercert_using_subcommand cluster; and __fish_seen_subcommand_from status" -l json -d 'Print one JSON array instead of text'
+complete -c evercert -n "__fish_evercert_using_subcommand cluster; and __fish_seen_subcommand_from status" -s v -l verbose -d 'Log every step with times and levels on standard error (one-shot commands print only their own progress lines and warnings otherwise)'
 complete -c evercert -n "__fish_evercert_using_subcommand cluster; and __fish_seen_subcommand_from status" -s h -l help -d 'Print help'
 complete -c evercert -n "__fish_evercert_using_subcommand cluster; and __fish_seen_subcommand_from help" -f -a "keygen" -d 'Print a new fleet key (32 random bytes, base64) for [cluster] secret_key_file'
 complete -c evercert -n "__fish_evercert_using_subcommand cluster; and __fish_seen_subcommand_from help" -f -a "status" -d 'Per certificate: the fleet\'s current version, what each host applied, lock holder, live hosts'
 complete -c evercert -n "__fish_evercert_using_subcommand cluster; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c evercert -n "__fish_evercert_using_subcommand generate; and not __fish_seen_subcommand_from man completions help" -s c -l config -d 'Configuration file [default: /etc/evercert/evercert.toml]' -r -F
+complete -c evercert -n "__fish_evercert_using_subcommand generate; and not __fish_seen_subcommand_from man completions help" -s v -l verbose -d 'Log every step with times and levels on standard error (one-shot commands print only their own progress lines and warnings otherwise)'
 complete -c evercert -n "__fish_evercert_using_subcommand generate; and not __fish_seen_subcommand_from man completions help" -s h -l help -d 'Print help'
 complete -c evercert -n "__fish_evercert_using_subcommand generate; and not __fish_seen_subcommand_from man completions help" -f -a "man" -d 'The man page, evercert(1), in roff'
 complete -c evercert -n "__fish_evercert_using_subcommand generate; and not __fish_seen_subcommand_from man completions help" -f -a "completions" -d 'A shell completion script'
 complete -c evercert -n "__fish_evercert_using_subcommand generate; and not __fish_seen_subcommand_from man completions help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c evercert -n "__fish_evercert_using_subcommand generate; and __fish_seen_subcommand_from man" -s c -l config -d 'Configuration file [default: /etc/evercert/evercert.toml]' -r -F
+complete -c evercert -n "__fish_evercert_using_subcommand generate; and __fish_seen_subcommand_from man" -s v -l verbose -d 'Log every step with times and levels on standard error (one-shot commands print only their own progress lines and warnings otherwise)'
 complete -c evercert -n "__fish_evercert_using_subcommand generate; and __fish_seen_subcommand_from man" -s h -l help -d 'Print help'
 complete -c evercert -n "__fish_evercert_using_subcommand generate; and __fish_seen_subcommand_from completions" -s c -l config -d 'Configuration file [default: /etc/evercert/evercert.toml]' -r -F
+complete -c evercert -n "__fish_evercert_using_subcommand generate; and __fish_seen_subcommand_from completions" -s v -l verbose -d 'Log every step with times and levels on standard error (one-shot commands print only their own progress lines and warnings otherwise)'
 complete -c evercert -n "__fish_evercert_using_subcommand generate; and __fish_seen_subcommand_from completions" -s h -l help -d 'Print help'
 complete -c evercert -n "__fish_evercert_using_subcommand generate; and __fish_seen_subcommand_from help" -f -a "man" -d 'The man page, evercert(1), in roff'
 complete -c evercert -n "__fish_evercert_using_subcommand generate; and __fish_seen_subcommand_from help" -f -a "completions" -d 'A shell completion script'

@@ -17,6 +17,8 @@ _evercert() {
     _arguments "${_arguments_options[@]}" : \
 '-c+[Configuration file \[default\: /etc/evercert/evercert.toml\]]:FILE:_files' \
 '--config=[Configuration file \[default\: /etc/evercert/evercert.toml\]]:FILE:_files' \
+'-v[Log every step with times and levels on standard error (one-shot commands print only their own progress lines and warnings otherwise)]' \
+'--verbose[Log every step with times and levels on standard error (one-shot commands print only their own progress lines and warnings otherwise)]' \
 '-h[Print help]' \
 '--help[Print help]' \
 '-V[Print version]' \
@@ -34,6 +36,8 @@ _evercert() {
 _arguments "${_arguments_options[@]}" : \
 '-c+[Configuration file \[default\: /etc/evercert/evercert.toml\]]:FILE:_files' \
 '--config=[Configuration file \[default\: /etc/evercert/evercert.toml\]]:FILE:_files' \
+'-v[Log every step with times and levels on standard error (one-shot commands print only their own progress lines and warnings otherwise)]' \
+'--verbose[Log every step with times and levels on standard error (one-shot commands print only their own progress lines and warnings otherwise)]' \
 '-h[Print help]' \
 '--help[Print help]' \
 && ret=0
@@ -44,6 +48,8 @@ _arguments "${_arguments_options[@]}" : \
 '--config=[Configuration file \[default\: /etc/evercert/evercert.toml\]]:FILE:_files' \
 '--force[Renew even if not due]' \
 '--dry-run[Use the staging CA; write nothing live; run no reload hook]' \
+'-v[Log every step with times and levels on standard error (one-shot commands print only their own progress lines and warnings otherwise)]' \
+'--verbose[Log every step with times and levels on standard error (one-shot commands print only their own progress lines and warnings otherwise)]' \
 '-h[Print help]' \
 '--help[Print help]' \
 '*::names -- Certificates to renew (default\: every certificate that is due):_default' \
@@ -55,6 +61,8 @@ _arguments "${_arguments_options[@]}" : \
 '-c+[Configuration file \[default\: /etc/evercert/evercert.toml\]]:FILE:_files' \
 '--config=[Configuration file \[default\: /etc/evercert/evercert.toml\]]:FILE:_files' \
 '(--html)--json[Print one JSON array instead of a table]' \
+'-v[Log every step with times and levels on standard error (one-shot commands print only their own progress lines and warnings otherwise)]' \
+'--verbose[Log every step with times and levels on standard error (one-shot commands print only their own progress lines and warnings otherwise)]' \
 '-h[Print help]' \
 '--help[Print help]' \
 && ret=0
@@ -66,6 +74,8 @@ _arguments "${_arguments_options[@]}" : \
 '-c+[Configuration file \[default\: /etc/evercert/evercert.toml\]]:FILE:_files' \
 '--config=[Configuration file \[default\: /etc/evercert/evercert.toml\]]:FILE:_files' \
 '--json[Print one JSON array instead of one line per target]' \
+'-v[Log every step with times and levels on standard error (one-shot commands print only their own progress lines and warnings otherwise)]' \
+'--verbose[Log every step with times and levels on standard error (one-shot commands print only their own progress lines and warnings otherwise)]' \
 '-h[Print help]' \
 '--help[Print help]' \
 '*::targets -- Files or HOST\:PORT endpoints:_default' \
@@ -75,6 +85,8 @@ _arguments "${_arguments_options[@]}" : \
 _arguments "${_arguments_options[@]}" : \
 '-c+[Configuration file \[default\: /etc/evercert/evercert.toml\]]:FILE:_files' \
 '--config=[Configuration file \[default\: /etc/evercert/evercert.toml\]]:FILE:_files' \
+'-v[Log every step with times and levels on standard error (one-shot commands print only their own progress lines and warnings otherwise)]' \
+'--verbose[Log every step with times and levels on standard error (one-shot commands print only their own progress lines and warnings otherwise)]' \
 '-h[Print help]' \
 '--help[Print help]' \
 ":: :_evercert__subcmd__config_commands" \
@@ -91,6 +103,8 @@ _arguments "${_arguments_options[@]}" : \
 _arguments "${_arguments_options[@]}" : \
 '-c+[Configuration file \[default\: /etc/evercert/evercert.toml\]]:FILE:_files' \
 '--config=[Configuration file \[default\: /etc/evercert/evercert.toml\]]:FILE:_files' \
+'-v[Log every step with times and levels on standard error (one-shot commands print only their own progress lines and warnings otherwise)]' \
+'--verbose[Log every step with times and levels on standard error (one-shot commands print only their own progress lines and warnings otherwise)]' \
 '-h[Print help]' \
 '--help[Print help]' \
 && ret=0
@@ -127,6 +141,8 @@ esac
 _arguments "${_arguments_options[@]}" : \
 '-c+[Configuration file \[default\: /etc/evercert/evercert.toml\]]:FILE:_files' \
 '--config=[Configuration file \[default\: /etc/evercert/evercert.toml\]]:FILE:_files' \
+'-v[Log every step with times and levels on standard error (one-shot commands print only their own progress lines and warnings otherwise)]' \
+'--verbose[Log every step with times and levels on standard error (one-shot commands print only their own progress lines and warnings otherwise)]' \
 '-h[Print help]' \
 '--help[Print help]' \
 ":: :_evercert__subcmd__account_commands" \
@@ -143,6 +159,8 @@ _arguments "${_arguments_options[@]}" : \
 _arguments "${_arguments_options[@]}" : \
 '-c+[Configuration file \[default\: /etc/evercert/evercert.toml\]]:FILE:_files' \
 '--config=[Configuration file \[default\: /etc/evercert/evercert.toml\]]:FILE:_files' \
+'-v[Log every step with times and levels on standard error (one-shot commands print only their own progress lines and warnings otherwise)]' \
+'--verbose[Log every step with times and levels on standard error (one-shot commands print only their own progress lines and warnings otherwise)]' \
 '-h[Print help]' \
 '--help[Print help]' \
 && ret=0
@@ -151,6 +169,8 @@ _arguments "${_arguments_options[@]}" : \
 _arguments "${_arguments_options[@]}" : \
 '-c+[Configuration file \[default\: /etc/evercert/evercert.toml\]]:FILE:_files' \
 '--config=[Configuration file \[default\: /etc/evercert/evercert.toml\]]:FILE:_files' \
+'-v[Log every step with times and levels on standard error (one-shot commands print only their own progress lines and warnings otherwise)]' \
+'--verbose[Log every step with times and levels on standard error (one-shot commands print only their own progress lines and warnings otherwise)]' \
 '-h[Print help]' \
 '--help[Print help]' \
 && ret=0
@@ -159,6 +179,8 @@ _arguments "${_arguments_options[@]}" : \
 _arguments "${_arguments_options[@]}" : \
 '-c+[Configuration file \[default\: /etc/evercert/evercert.toml\]]:FILE:_files' \
 '--config=[Configuration file \[default\: /etc/evercert/evercert.toml\]]:FILE:_files' \
+'-v[Log every step with times and levels on standard error (one-shot commands print only their own progress lines and warnings otherwise)]' \
+'--verbose[Log every step with times and levels on standard error (one-shot commands print only their own progress lines and warnings otherwise)]' \
 '-h[Print help]' \
 '--help[Print help]' \
 && ret=0
@@ -204,6 +226,8 @@ _arguments "${_arguments_options[@]}" : \
 '--reason=[unspecified, keyCompromise, superseded, cessationOfOperation, affiliationChanged]:REASON:_default' \
 '-c+[Configuration file \[default\: /etc/evercert/evercert.toml\]]:FILE:_files' \
 '--config=[Configuration file \[default\: /etc/evercert/evercert.toml\]]:FILE:_files' \
+'-v[Log every step with times and levels on standard error (one-shot commands print only their own progress lines and warnings otherwise)]' \
+'--verbose[Log every step with times and levels on standard error (one-shot commands print only their own progress lines and warnings otherwise)]' \
 '-h[Print help]' \
 '--help[Print help]' \
 ':name:_default' \
@@ -213,6 +237,8 @@ _arguments "${_arguments_options[@]}" : \
 _arguments "${_arguments_options[@]}" : \
 '-c+[Configuration file \[default\: /etc/evercert/evercert.toml\]]:FILE:_files' \
 '--config=[Configuration file \[default\: /etc/evercert/evercert.toml\]]:FILE:_files' \
+'-v[Log every step with times and levels on standard error (one-shot commands print only their own progress lines and warnings otherwise)]' \
+'--verbose[Log every step with times and levels on standard error (one-shot commands print only their own progress lines and warnings otherwise)]' \
 '-h[Print help]' \
 '--help[Print help]' \
 ":: :_evercert__subcmd__import_commands" \
@@ -231,6 +257,8 @@ _arguments "${_arguments_options[@]}" : \
 '--write=[Write the configuration to FILE (mode 0600) instead of printing it; never overwrites]:FILE:_files' \
 '-c+[Configuration file \[default\: /etc/evercert/evercert.toml\]]:FILE:_files' \
 '--config=[Configuration file \[default\: /etc/evercert/evercert.toml\]]:FILE:_files' \
+'-v[Log every step with times and levels on standard error (one-shot commands print only their own progress lines and warnings otherwise)]' \
+'--verbose[Log every step with times and levels on standard error (one-shot commands print only their own progress lines and warnings otherwise)]' \
 '-h[Print help (see more with '\''--help'\'')]' \
 '--help[Print help (see more with '\''--help'\'')]' \
 && ret=0
@@ -272,6 +300,8 @@ _arguments "${_arguments_options[@]}" : \
 '-c+[Configuration file \[default\: /etc/evercert/evercert.toml\]]:FILE:_files' \
 '--config=[Configuration file \[default\: /etc/evercert/evercert.toml\]]:FILE:_files' \
 '--json[Print one JSON array instead of a table]' \
+'-v[Log every step with times and levels on standard error (one-shot commands print only their own progress lines and warnings otherwise)]' \
+'--verbose[Log every step with times and levels on standard error (one-shot commands print only their own progress lines and warnings otherwise)]' \
 '-h[Print help (see more with '\''--help'\'')]' \
 '--help[Print help (see more with '\''--help'\'')]' \
 && ret=0
@@ -280,6 +310,8 @@ _arguments "${_arguments_options[@]}" : \
 _arguments "${_arguments_options[@]}" : \
 '-c+[Configuration file \[default\: /etc/evercert/evercert.toml\]]:FILE:_files' \
 '--config=[Configuration file \[default\: /etc/evercert/evercert.toml\]]:FILE:_files' \
+'-v[Log every step with times and levels on standard error (one-shot commands print only their own progress lines and warnings otherwise)]' \
+'--verbose[Log every step with times and levels on standard error (one-shot commands print only their own progress lines and warnings otherwise)]' \
 '-h[Print help]' \
 '--help[Print help]' \
 ":: :_evercert__subcmd__cluster_commands" \
@@ -296,6 +328,8 @@ _arguments "${_arguments_options[@]}" : \
 _arguments "${_arguments_options[@]}" : \
 '-c+[Configuration file \[default\: /etc/evercert/evercert.toml\]]:FILE:_files' \
 '--config=[Configuration file \[default\: /etc/evercert/evercert.toml\]]:FILE:_files' \
+'-v[Log every step with times and levels on standard error (one-shot commands print only their own progress lines and warnings otherwise)]' \
+'--verbose[Log every step with times and levels on standard error (one-shot commands print only their own progress lines and warnings otherwise)]' \
 '-h[Print help]' \
 '--help[Print help]' \
 && ret=0
@@ -305,6 +339,8 @@ _arguments "${_arguments_options[@]}" : \
 '-c+[Configuration file \[default\: /etc/evercert/evercert.toml\]]:FILE:_files' \
 '--config=[Configuration file \[default\: /etc/evercert/evercert.toml\]]:FILE:_files' \
 '--json[Print one JSON array instead of text]' \
+'-v[Log every step with times and levels on standard error (one-shot commands print only their own progress lines and warnings otherwise)]' \
+'--verbose[Log every step with times and levels on standard error (one-shot commands print only their own progress lines and warnings otherwise)]' \
 '-h[Print help]' \
 '--help[Print help]' \
 && ret=0
@@ -345,6 +381,8 @@ esac
 _arguments "${_arguments_options[@]}" : \
 '-c+[Configuration file \[default\: /etc/evercert/evercert.toml\]]:FILE:_files' \
 '--config=[Configuration file \[default\: /etc/evercert/evercert.toml\]]:FILE:_files' \
+'-v[Log every step with times and levels on standard error (one-shot commands print only their own progress lines and warnings otherwise)]' \
+'--verbose[Log every step with times and levels on standard error (one-shot commands print only their own progress lines and warnings otherwise)]' \
 '-h[Print help]' \
 '--help[Print help]' \
 ":: :_evercert__subcmd__generate_commands" \
@@ -361,6 +399,8 @@ _arguments "${_arguments_options[@]}" : \
 _arguments "${_arguments_options[@]}" : \
 '-c+[Configuration file \[default\: /etc/evercert/evercert.toml\]]:FILE:_files' \
 '--config=[Configuration file \[default\: /etc/evercert/evercert.toml\]]:FILE:_files' \
+'-v[Log every step with times and levels on standard error (one-shot commands print only their own progress lines and warnings otherwise)]' \
+'--verbose[Log every step with times and levels on standard error (one-shot commands print only their own progress lines and warnings otherwise)]' \
 '-h[Print help]' \
 '--help[Print help]' \
 && ret=0
@@ -369,6 +409,8 @@ _arguments "${_arguments_options[@]}" : \
 _arguments "${_arguments_options[@]}" : \
 '-c+[Configuration file \[default\: /etc/evercert/evercert.toml\]]:FILE:_files' \
 '--config=[Configuration file \[default\: /etc/evercert/evercert.toml\]]:FILE:_files' \
+'-v[Log every step with times and levels on standard error (one-shot commands print only their own progress lines and warnings otherwise)]' \
+'--verbose[Log every step with times and levels on standard error (one-shot commands print only their own progress lines and warnings otherwise)]' \
 '-h[Print help]' \
 '--help[Print help]' \
 ':shell:(bash elvish fish powershell zsh)' \

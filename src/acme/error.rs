@@ -281,6 +281,7 @@ pub(crate) fn classify(
                 } else {
                     "; is the CA reachable from this host (DNS, firewall, proxy)?"
                 };
+                let text = if tls { text } else { transport_words(&text) };
                 AcmeError {
                     operation: Some(operation),
                     ..AcmeError::local(
@@ -422,8 +423,45 @@ fn from_answer(operation: Operation, answer: &Answer<'_>, directory: &str) -> Ac
     }
 }
 
+/// A failed connection in the operator's words: the HTTP client's error chain reads
+/// `client error (Connect): tcp connect error: Connection refused (os error 111)`.
+fn transport_words(text: &str) -> String {
+    let lower = text.to_ascii_lowercase();
+    let words = if lower.contains("connection refused") {
+        "the connection was refused (nothing listens on that port)"
+    } else if lower.contains("dns error") || lower.contains("failed to lookup address") {
+        "its host name does not resolve"
+    } else if lower.contains("timed out") {
+        "the connection timed out"
+    } else if lower.contains("connection reset") {
+        "the connection was reset"
+    } else if lower.contains("network is unreachable") || lower.contains("no route to host") {
+        "there is no route to its host"
+    } else {
+        return text.to_owned();
+    };
+    words.to_owned()
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn connection_failures_are_said_without_the_client_internals() {
+        assert_eq!(
+            transport_words(
+                "client error (Connect): tcp connect error: Connection refused (os error 111)"
+            ),
+            "the connection was refused (nothing listens on that port)"
+        );
+        assert_eq!(
+            transport_words(
+                "client error (Connect): dns error: failed to lookup address information: Name or service not known"
+            ),
+            "its host name does not resolve"
+        );
+        assert_eq!(transport_words("something else"), "something else");
+    }
+
     use std::time::Duration;
 
     use super::*;
