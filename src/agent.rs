@@ -950,10 +950,17 @@ impl Agent {
                 state: entry.state,
                 failures: history.failures,
                 verify_failed: history.failure_step == Some(renew::Step::Verify),
+                fallback_renewals: history.fallback_renewals,
             };
             let (events, next) = schedule::alerts_due(&memory, facts, now);
             for event in events {
-                let alert = Alert::new(event, entry, history.last_error.as_deref(), now);
+                // The fallback alert says why the primary was left (its error, kept past the
+                // success that cleared `last_error`).
+                let why = match event {
+                    schedule::AlertEvent::FallbackUsed => history.fallback_reason.as_deref(),
+                    _ => history.last_error.as_deref(),
+                };
+                let alert = Alert::new(event, entry, why, now);
                 alerts::log(&alert);
                 self.alerts.push(AlertDelivery {
                     alerter: self.alerter.clone(),

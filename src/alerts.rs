@@ -140,6 +140,12 @@ fn message(event: AlertEvent, entry: &Entry, failure: Option<&str>) -> String {
             "{}: recovered; the certificate {target} {expiry}",
             entry.name
         ),
+        AlertEvent::FallbackUsed => format!(
+            "{}: renewed from the fallback CA {} because {}; the certificate {target} {expiry}; the next renewal tries the primary CA again: check why it failed (its status page, this host's account there, rate limits)",
+            entry.name,
+            entry.ca.as_deref().unwrap_or("(unknown)"),
+            failure.unwrap_or("the primary CA kept failing")
+        ),
         AlertEvent::Discovered => format!(
             "a certificate the web server serves is now monitored: {} ({target}); it {expiry}; evercert does not renew it: `evercert discover` shows the configuration line that serves it, and proposes a [[certificate]] to have evercert renew it",
             entry.name
@@ -162,6 +168,9 @@ pub fn log(alert: &Alert) {
         AlertEvent::Recovered => tracing::info!(event = "recovered", "{}", alert.message),
         AlertEvent::Warning => tracing::warn!(event = "warning", "{}", alert.message),
         AlertEvent::Discovered => tracing::warn!(event = "discovered", "{}", alert.message),
+        AlertEvent::FallbackUsed => {
+            tracing::warn!(event = "fallback_used", "{}", alert.message);
+        }
         _ => tracing::error!(event = ?alert.event, "{}", alert.message),
     }
 }

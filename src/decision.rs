@@ -12,6 +12,10 @@
 //! CA that suggests "later" cannot make us cut it close. After failures the retry time
 //! (backoff, the CA's Retry-After) is the earliest moment.
 //!
+//! After failures with a fallback CA configured, the retry time is the earlier of the
+//! primary's (backoff and Retry-After) and the moment the fallback takes over
+//! (`fallback::fallback_at`, after the backoff alone).
+//!
 //! Renewal windows (`[renewal] windows`) come last: a renewal of a working certificate that
 //! falls outside them waits for the next opening — but never past the moment the
 //! certificate enters `critical_before`, which always wins. A missing or defective
@@ -184,7 +188,14 @@ pub fn decide(
         && let (Some(last), Some(kind)) = (history.last_failure, history.failure_kind)
     {
         let uniform = schedule::stable_fraction(&[facts.name, &history.failures.to_string()]);
-        let retry = schedule::retry_at(history.failures, kind, history.retry_after, last, uniform);
+        let mut retry =
+            schedule::retry_at(history.failures, kind, history.retry_after, last, uniform);
+        // The primary's Retry-After binds the primary only: a fallback CA is asked from
+        // `fallback_at` on, after the backoff alone (`fallback`).
+        if let Some(fallback_at) = history.fallback_at {
+            let backoff = schedule::retry_at(history.failures, kind, None, last, uniform);
+            retry = retry.min(fallback_at.max(backoff));
+        }
         if retry > renew_at {
             renew_at = retry;
             reason = Reason::Retry;

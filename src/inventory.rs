@@ -480,6 +480,8 @@ pub struct ManagedStatus {
     pub ari_window: Option<Window>,
     /// An issued version waiting to be deployed.
     pub pending: Option<Pending>,
+    /// The directory URL of the CA that issued the live certificate, when evercert knows it.
+    pub issued_by: Option<String>,
 }
 
 impl ManagedStatus {
@@ -499,6 +501,7 @@ impl ManagedStatus {
         self.decision = decision::decide(&facts, history, ari_window, windows, now);
         self.ari_window = ari_window;
         self.pending = history.pending.clone();
+        self.issued_by = history.issued_by.clone();
     }
 }
 
@@ -548,6 +551,7 @@ pub fn inspect_managed(
         assessment,
         ari_window: None,
         pending: None,
+        issued_by: None,
     };
     status.decide(
         &CertHistory::default(),

@@ -29,6 +29,7 @@ pub mod config;
 pub mod decision;
 pub mod discover;
 pub mod dns01;
+pub mod fallback;
 pub mod fleet;
 pub mod fsread;
 pub mod generate;

@@ -397,6 +397,7 @@ mod tests {
             },
             ari_window: None,
             pending: None,
+            issued_by: None,
         };
         metrics.record_scan(vec![managed_entry(&status, now)], now);
         metrics.record_renewal("shop", false, true, now);

@@ -60,6 +60,10 @@ pub struct Entry {
         skip_serializing_if = "Option::is_none"
     )]
     pub next_window: Option<OffsetDateTime>,
+    /// For managed certificates: the directory URL of the CA that issued it (the primary or
+    /// an `[[acme.fallback]]`), when evercert issued it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca: Option<String>,
     /// A version issued but not yet deployed (its reload or verification failed).
     pub pending: Option<Pending>,
     pub state: CertState,
@@ -168,6 +172,7 @@ impl Entry {
             renew_reason: None,
             ari_window: None,
             next_window: None,
+            ca: None,
             pending: None,
             state: CertState::Error,
             error: None,
@@ -211,6 +216,7 @@ pub fn managed_entry(status: &ManagedStatus, now: OffsetDateTime) -> Entry {
     entry.renew_reason = Some(status.decision.reason);
     entry.ari_window = status.ari_window;
     entry.next_window = status.decision.next_window;
+    entry.ca = status.issued_by.clone();
     entry.pending = status.pending.clone();
     entry.state = status.assessment.state;
     if entry.state == CertState::Error {

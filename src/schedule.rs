@@ -146,6 +146,8 @@ pub enum AlertEvent {
     Recovered,
     /// A certificate a web server serves (`[discover]`) is monitored from now on.
     Discovered,
+    /// A certificate was issued by a fallback CA (`[[acme.fallback]]`): the primary failed.
+    FallbackUsed,
 }
 
 /// What was last alerted for one certificate (kept in the agent's state).
@@ -159,6 +161,9 @@ pub struct AlertMemory {
     /// Whether the last alert was about an unreadable file.
     #[serde(default)]
     pub error_alerted: bool,
+    /// Certificates issued by a fallback CA, as counted when last alerted.
+    #[serde(default)]
+    pub fallback_alerted: u64,
 }
 
 /// What is true of a certificate now, for alerting.
@@ -169,6 +174,8 @@ pub struct AlertFacts {
     pub failures: u32,
     /// The last failure was at verification.
     pub verify_failed: bool,
+    /// Certificates issued by a fallback CA so far (`CertHistory::fallback_renewals`).
+    pub fallback_renewals: u64,
 }
 
 /// Which alerts to send now, and the memory to keep. Each alert is sent once per change of
@@ -201,6 +208,10 @@ pub fn alerts_due(
     }
     next.level = Some(level);
     next.error_alerted = is_error;
+    if facts.fallback_renewals > memory.fallback_alerted {
+        events.push(AlertEvent::FallbackUsed);
+    }
+    next.fallback_alerted = facts.fallback_renewals;
 
     if facts.failures == 0 {
         if memory.failures_alerted > 0 && !events.contains(&AlertEvent::Recovered) {
@@ -378,6 +389,7 @@ mod tests {
             state,
             failures,
             verify_failed: false,
+            fallback_renewals: 0,
         }
     }
 
@@ -416,9 +428,28 @@ mod tests {
             state: CertState::Due,
             failures: 1,
             verify_failed: true,
+            fallback_renewals: 0,
         };
         let (events, _) = alerts_due(&AlertMemory::default(), verify, NOW);
         assert_eq!(events, vec![AlertEvent::VerifyFailed]);
+    }
+
+    #[test]
+    fn a_fallback_issuance_is_alerted_once() {
+        let from_fallback = AlertFacts {
+            fallback_renewals: 1,
+            ..facts(CertState::Ok, 0)
+        };
+        let (events, memory) = alerts_due(&AlertMemory::default(), from_fallback, NOW);
+        assert_eq!(events, vec![AlertEvent::FallbackUsed]);
+        let (events, memory) = alerts_due(&memory, from_fallback, NOW);
+        assert_eq!(events, Vec::<AlertEvent>::new());
+        let again = AlertFacts {
+            fallback_renewals: 2,
+            ..from_fallback
+        };
+        let (events, _) = alerts_due(&memory, again, NOW);
+        assert_eq!(events, vec![AlertEvent::FallbackUsed]);
     }
 
     #[test]

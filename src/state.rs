@@ -45,6 +45,36 @@ pub struct CertHistory {
     /// The serial `evercert revoke` revoked: while it is the live certificate, it is due.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revoked_serial: Option<String>,
+    /// When the current failure streak began (`fallback::choose`).
+    #[serde(
+        with = "time::serde::rfc3339::option",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub failing_since: Option<OffsetDateTime>,
+    /// The directory URL of the CA the last attempt ordered from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_ca: Option<String>,
+    /// The fallback CA tried last in this failure streak (the next one takes its turn).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_fallback: Option<String>,
+    /// The CA that issued the live certificate (`status` shows it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issued_by: Option<String>,
+    /// Certificates issued by a fallback CA so far, and why the last one was (the primary's
+    /// error): the agent alerts once for each.
+    #[serde(default)]
+    pub fallback_renewals: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback_reason: Option<String>,
+    /// When a fallback CA becomes the next attempt's choice, which the primary's backoff and
+    /// Retry-After do not hold back (`decision::decide`).
+    #[serde(
+        with = "time::serde::rfc3339::option",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub fallback_at: Option<OffsetDateTime>,
 }
 
 /// An issued version waiting in the archive to be deployed.
@@ -68,6 +98,9 @@ impl CertHistory {
         self.renewals += 1;
         self.pending = None;
         self.revoked_serial = None;
+        self.failing_since = None;
+        self.last_fallback = None;
+        self.fallback_at = None;
     }
 
     pub fn record_failure(
@@ -78,6 +111,9 @@ impl CertHistory {
         retry_after: Option<OffsetDateTime>,
         now: OffsetDateTime,
     ) {
+        if self.failures == 0 {
+            self.failing_since = Some(now);
+        }
         self.last_failure = Some(now);
         self.last_error = Some(error.to_owned());
         self.failure_kind = Some(kind);

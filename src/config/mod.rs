@@ -37,6 +37,10 @@ const DEFAULT_VERIFY_CONSECUTIVE: u32 = 3;
 /// catches the old workers of a graceful reload.
 const MAX_VERIFY_CONSECUTIVE: u32 = 20;
 const DEFAULT_ACME_TIMEOUT: Duration = Duration::seconds(30);
+/// How long the primary CA may keep failing before a fallback CA is tried: long enough that
+/// a CA's short outage does not move certificates to another CA, far shorter than the
+/// weeks renew_before leaves.
+const DEFAULT_FALLBACK_AFTER: Duration = Duration::days(1);
 /// Versions of each certificate kept in the archive: with 90-day certificates over a year of
 /// history, with 6-day ones still a few weeks of rollbacks.
 const DEFAULT_ARCHIVE_KEEP: usize = 5;
@@ -96,6 +100,7 @@ webroot = "/var/www/html"
             "",
             "acme",
             "acme.eab",
+            "acme.fallback",
             "renewal",
             "certificate",
             "certificate.http01",

@@ -18,6 +18,16 @@ pub(super) struct RawAcme {
     pub(super) eab: Option<RawEab>,
     pub(super) profile: Option<String>,
     pub(super) timeout: Option<String>,
+    pub(super) fallback: Option<Vec<RawFallback>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawFallback {
+    pub(super) directory: Option<String>,
+    pub(super) eab: Option<RawEab>,
+    pub(super) ca_bundle: Option<PathBuf>,
+    pub(super) fallback_after: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -175,6 +185,8 @@ pub(super) fn table_keys(path: &str) -> Option<&'static [&'static str]> {
         "" => ROOT_KEYS,
         "acme" => field_names::<RawAcme>(),
         "acme.eab" => field_names::<RawEab>(),
+        "acme.fallback" => field_names::<RawFallback>(),
+        "acme.fallback.eab" => field_names::<RawEab>(),
         "renewal" => field_names::<RawRenewal>(),
         "certificate" => field_names::<RawCertificate>(),
         "certificate.http01" => field_names::<RawHttp01>(),

@@ -39,6 +39,40 @@ pub struct AcmeSettings {
     pub profile: Option<String>,
     /// How long one request to the CA may take before it counts as stalled.
     pub timeout: Duration,
+    /// `[[acme.fallback]]`: the CAs tried, in order, when the primary keeps failing
+    /// (`fallback::choose`).
+    pub fallbacks: Vec<FallbackCa>,
+}
+
+/// A second CA, with its own account.
+#[derive(Debug, Clone)]
+pub struct FallbackCa {
+    pub directory: String,
+    pub eab: Option<ExternalAccountBinding>,
+    /// Extra roots for this CA's HTTPS; the primary's `ca_bundle` when not given.
+    pub ca_bundle: Option<PathBuf>,
+    /// How long the primary may keep failing before this CA is tried.
+    pub fallback_after: Duration,
+}
+
+impl AcmeSettings {
+    /// The settings to connect to `fallback` with: its directory, EAB and roots, the same
+    /// contact and timeout, no profile (profiles are per CA).
+    pub fn for_fallback(&self, fallback: &FallbackCa) -> Self {
+        Self {
+            directory: fallback.directory.clone(),
+            staging_directory: fallback.directory.clone(),
+            contact: self.contact.clone(),
+            ca_bundle: fallback
+                .ca_bundle
+                .clone()
+                .or_else(|| self.ca_bundle.clone()),
+            eab: fallback.eab.clone(),
+            profile: None,
+            timeout: self.timeout,
+            fallbacks: Vec::new(),
+        }
+    }
 }
 
 /// External account binding: the HMAC key is a secret and never printed.

@@ -84,41 +84,7 @@ impl Parser<'_> {
             }
         }
         let ca_bundle = raw.ca_bundle.map(|path| resolve(&path));
-        let eab = raw.eab.and_then(|eab| {
-            let kid = eab.kid.filter(|kid| !kid.is_empty());
-            let key = eab.hmac_key.filter(|key| !key.is_empty());
-            let (Some(kid), Some(key)) = (kid, key) else {
-                self.error_at(
-                    "acme",
-                    "eab",
-                    "`eab` needs both `kid` and `hmac_key`".into(),
-                    Some(
-                        "write eab = { kid = \"…\", hmac_key = \"…\" } with the values your CA \
-                         gave you"
-                            .into(),
-                    ),
-                );
-                return None;
-            };
-            let decoded = base64::engine::general_purpose::URL_SAFE_NO_PAD
-                .decode(key.trim_end_matches('='))
-                .or_else(|_| base64::engine::general_purpose::STANDARD.decode(&key));
-            match decoded {
-                Ok(hmac_key) if !hmac_key.is_empty() => {
-                    Some(ExternalAccountBinding { kid, hmac_key })
-                }
-                _ => {
-                    // The key itself is a secret: the message must not echo it.
-                    self.error_at(
-                        "acme.eab",
-                        "hmac_key",
-                        "`eab.hmac_key` is not base64url".into(),
-                        Some("paste the HMAC key exactly as the CA shows it".into()),
-                    );
-                    None
-                }
-            }
-        });
+        let eab = raw.eab.and_then(|eab| self.eab("acme", eab));
         let profile = raw.profile.filter(|profile| !profile.is_empty());
         let timeout = self.duration("acme", "timeout", raw.timeout, DEFAULT_ACME_TIMEOUT);
         if !timeout.is_positive() {
@@ -129,6 +95,58 @@ impl Parser<'_> {
                 Some("write timeout = \"30s\"".into()),
             );
         }
+        let mut fallbacks: Vec<FallbackCa> = Vec::new();
+        for (index, raw) in raw.fallback.unwrap_or_default().into_iter().enumerate() {
+            let path = format!("acme.fallback[{index}]");
+            let Some(value) = self.required(
+                &path,
+                "directory",
+                raw.directory,
+                "\"https://acme.zerossl.com/v2/DV90\"",
+            ) else {
+                continue;
+            };
+            let url = resolve_directory(&value);
+            if !url.starts_with("https://") {
+                self.error_at(
+                    &path,
+                    "directory",
+                    format!("`directory` = \"{value}\" is neither an alias nor an https:// URL"),
+                    Some("write the fallback CA's directory URL, like \"https://acme.zerossl.com/v2/DV90\"".into()),
+                );
+                continue;
+            }
+            if url == directory || fallbacks.iter().any(|ca| ca.directory == url) {
+                self.error_at(
+                    &path,
+                    "directory",
+                    format!("the CA {url} is already configured"),
+                    Some("a fallback must be another CA than [acme] directory and the other fallbacks".into()),
+                );
+                continue;
+            }
+            let eab = raw.eab.and_then(|eab| self.eab(&path, eab));
+            let fallback_after = self.duration(
+                &path,
+                "fallback_after",
+                raw.fallback_after,
+                DEFAULT_FALLBACK_AFTER,
+            );
+            if fallback_after.is_negative() {
+                self.error_at(
+                    &path,
+                    "fallback_after",
+                    "`fallback_after` must not be negative".into(),
+                    Some("write fallback_after = \"1d\"".into()),
+                );
+            }
+            fallbacks.push(FallbackCa {
+                directory: url,
+                eab,
+                ca_bundle: raw.ca_bundle.map(|path| resolve(&path)),
+                fallback_after,
+            });
+        }
         AcmeSettings {
             directory,
             staging_directory,
@@ -137,6 +155,42 @@ impl Parser<'_> {
             eab,
             profile,
             timeout,
+            fallbacks,
+        }
+    }
+
+    /// `eab = { kid, hmac_key }` in the table at `path`.
+    fn eab(&mut self, path: &str, eab: RawEab) -> Option<ExternalAccountBinding> {
+        let kid = eab.kid.filter(|kid| !kid.is_empty());
+        let key = eab.hmac_key.filter(|key| !key.is_empty());
+        let (Some(kid), Some(key)) = (kid, key) else {
+            self.error_at(
+                path,
+                "eab",
+                "`eab` needs both `kid` and `hmac_key`".into(),
+                Some(
+                    "write eab = { kid = \"…\", hmac_key = \"…\" } with the values your CA \
+                     gave you"
+                        .into(),
+                ),
+            );
+            return None;
+        };
+        let decoded = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(key.trim_end_matches('='))
+            .or_else(|_| base64::engine::general_purpose::STANDARD.decode(&key));
+        match decoded {
+            Ok(hmac_key) if !hmac_key.is_empty() => Some(ExternalAccountBinding { kid, hmac_key }),
+            _ => {
+                // The key itself is a secret: the message must not echo it.
+                self.error_at(
+                    &format!("{path}.eab"),
+                    "hmac_key",
+                    "`eab.hmac_key` is not base64url".into(),
+                    Some("paste the HMAC key exactly as the CA shows it".into()),
+                );
+                None
+            }
         }
     }
 

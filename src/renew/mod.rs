@@ -37,7 +37,8 @@ use crate::acme::{AcmeClient, FailureKind};
 use crate::ari;
 use crate::config::{CertificateSettings, Config};
 use crate::decision::Reason;
-use crate::inventory::CertFile;
+use crate::fallback;
+use crate::inventory::{self, CertFile};
 use crate::lock::RenewLock;
 use crate::state::StateStore;
 use crate::store::{CertStore, Target, VersionId};
@@ -46,7 +47,7 @@ use decide::{decide_all, usable_pending};
 use order::order_all;
 use record::{finish, record_failure};
 use retry::{ONE_SHOT_RETRY_WAITS, one_shot_wait};
-use store::{Stored, make_pending_live};
+use store::{Live, Stored, make_pending_live};
 
 /// What the caller asked for.
 #[derive(Debug, Clone, Default)]
@@ -167,8 +168,10 @@ pub async fn run(
     let mut due = Vec::new();
     let mut deploy = Vec::new();
     let mut report = BTreeMap::new();
+    let mut warnings: BTreeMap<String, Option<OffsetDateTime>> = BTreeMap::new();
     for (cert, (status, history)) in selected.iter().zip(statuses) {
         let decision = status.decision;
+        warnings.insert(cert.name.clone(), status.assessment.warning_at);
         if decision.due || request.force {
             if !request.force
                 && !request.dry_run
@@ -284,13 +287,32 @@ pub async fn run(
         return finish(&selected, report, stored, &reasons, deps, now).await;
     }
 
+    // Where the primary failed before and a fallback CA takes this turn, go there directly
+    // (the primary's Retry-After binds the primary only).
+    let mut to_fallback: Vec<(&CertificateSettings, Option<CertFile>, usize)> = Vec::new();
+    if !request.dry_run && !config.acme.fallbacks.is_empty() {
+        let mut stay = Vec::new();
+        for (cert, file) in due {
+            let history = deps.state.load(&cert.name);
+            let warning_at = warnings.get(&cert.name).copied().flatten();
+            match fallback::choose(directory, &config.acme.fallbacks, &history, warning_at, now) {
+                fallback::Ca::Fallback(index) => to_fallback.push((cert, file, index)),
+                fallback::Ca::Primary => stay.push((cert, file)),
+            }
+        }
+        due = stay;
+    }
+    let mut issued = Vec::new();
     let mut waits = ONE_SHOT_RETRY_WAITS.iter();
     let client = loop {
+        if due.is_empty() {
+            break None;
+        }
         if let Some(client) = client.take() {
-            break client;
+            break Some(client);
         }
         match AcmeClient::connect(&config.acme, directory, &config.state_dir, &save_secret).await {
-            Ok(client) => break Arc::new(client),
+            Ok(client) => break Some(Arc::new(client)),
             Err(err) => {
                 let failure = Failure {
                     step: Step::Account,
@@ -313,19 +335,53 @@ pub async fn run(
                     continue;
                 }
                 for (cert, _) in &due {
-                    (deps.progress)(&cert.name, &format!("failed: {}", failure.message));
-                    record_failure(deps, &cert.name, &failure, now, request.dry_run);
-                    report.insert(cert.name.clone(), Outcome::Failed(failure.clone()));
+                    issued.push((*cert, Err(failure.clone())));
                 }
-                return ordered(&selected, report);
+                break None;
             }
         }
     };
     let currents: BTreeMap<String, Option<CertFile>> = due
         .iter()
         .map(|(cert, file)| (cert.name.clone(), file.clone()))
+        .chain(
+            to_fallback
+                .iter()
+                .map(|(cert, file, _)| (cert.name.clone(), file.clone())),
+        )
         .collect();
-    let mut issued = order_all(config, due, &client, deps, request).await;
+    if let Some(client) = &client {
+        issued = order_primary(config, due, client, deps, request, directory, &currents).await;
+    }
+    let (issued, attempts) = fallback_stage(
+        config,
+        issued,
+        to_fallback,
+        &warnings,
+        deps,
+        request,
+        &currents,
+        now,
+    )
+    .await;
+    finish_orders(
+        config, &selected, report, issued, stored, &reasons, client, attempts, deps, request, now,
+    )
+    .await
+}
+
+/// The primary CA's orders, with a new account when the CA forgot ours and, in one-shot
+/// runs, transient failures tried again.
+async fn order_primary<'c>(
+    config: &'c Config,
+    due: Vec<(&'c CertificateSettings, Option<CertFile>)>,
+    client: &Arc<AcmeClient>,
+    deps: &Deps<'_>,
+    request: &RenewRequest,
+    directory: &str,
+    currents: &BTreeMap<String, Option<CertFile>>,
+) -> Vec<(&'c CertificateSettings, Result<Stored, Failure>)> {
+    let mut issued = order_all(config, due, client, deps, request).await;
     let gone: Vec<&CertificateSettings> = issued
         .iter()
         .filter(|(_, result)| matches!(result, Err(failure) if failure.account_gone))
@@ -381,12 +437,30 @@ pub async fn run(
                 .iter()
                 .map(|(cert, _)| (*cert, currents.get(&cert.name).cloned().flatten()))
                 .collect();
-            let retried = order_all(config, again, &client, deps, request).await;
+            let retried = order_all(config, again, client, deps, request).await;
             issued.retain(|(cert, _)| !retry.iter().any(|(r, _)| r.name == cert.name));
             issued.extend(retried);
         }
     }
+    issued
+}
 
+/// Records what the orders gave, deploys what was stored, and notes which CA each attempt
+/// went to.
+#[allow(clippy::too_many_arguments)]
+async fn finish_orders(
+    config: &Config,
+    selected: &[&CertificateSettings],
+    mut report: BTreeMap<String, Outcome>,
+    issued: Vec<(&CertificateSettings, Result<Stored, Failure>)>,
+    mut stored: Vec<(&CertificateSettings, Live)>,
+    reasons: &BTreeMap<String, Reason>,
+    client: Option<Arc<AcmeClient>>,
+    attempts: BTreeMap<String, Attempt>,
+    deps: &Deps<'_>,
+    request: &RenewRequest,
+    now: OffsetDateTime,
+) -> RunReport {
     for (cert, result) in issued {
         match result {
             Ok(Stored::DryRun { serial, not_after }) => {
@@ -415,6 +489,11 @@ pub async fn run(
     let fresh: Vec<ari::Question> = if config.renewal.ari && !request.dry_run {
         stored
             .iter()
+            .filter(|(cert, _)| {
+                attempts
+                    .get(&cert.name)
+                    .is_none_or(|attempt| attempt.fallback.is_none())
+            })
             .map(|(cert, live)| ari::Question {
                 name: cert.name.clone(),
                 serial: live.serial.clone(),
@@ -426,13 +505,208 @@ pub async fn run(
     } else {
         Vec::new()
     };
-    let report = finish(&selected, report, stored, &reasons, deps, now).await;
+    let report = finish(selected, report, stored, reasons, deps, now).await;
+    if !request.dry_run {
+        note_attempts(config, &report, &attempts, deps, now);
+    }
     // The new certificates' first ARI answer, so the next timer run has it cached (no network
     // at all when the CA offers no ARI).
-    if !fresh.is_empty() {
+    if let Some(client) = client.filter(|_| !fresh.is_empty()) {
         ari::poll_all(&client, &config.state_dir, fresh, now).await;
     }
     report
+}
+
+/// Which CA one certificate's attempt ended at in this run.
+#[derive(Debug, Clone)]
+struct Attempt {
+    directory: String,
+    /// `Some(why)` when it was a fallback CA: the primary's error, or why it was skipped.
+    fallback: Option<String>,
+}
+
+/// Orders from fallback CAs: the certificates whose turn it is ([`fallback::choose`]), and
+/// those the primary just failed for at a CA step when that makes a fallback the next
+/// choice. Returns every result, and the CA each certificate's attempt ended at.
+#[allow(clippy::too_many_arguments)]
+async fn fallback_stage<'c>(
+    config: &'c Config,
+    mut issued: Vec<(&'c CertificateSettings, Result<Stored, Failure>)>,
+    direct: Vec<(&'c CertificateSettings, Option<CertFile>, usize)>,
+    warnings: &BTreeMap<String, Option<OffsetDateTime>>,
+    deps: &Deps<'_>,
+    request: &RenewRequest,
+    currents: &BTreeMap<String, Option<CertFile>>,
+    now: OffsetDateTime,
+) -> (
+    Vec<(&'c CertificateSettings, Result<Stored, Failure>)>,
+    BTreeMap<String, Attempt>,
+) {
+    let primary = config.acme.directory.as_str();
+    let mut attempts: BTreeMap<String, Attempt> = issued
+        .iter()
+        .map(|(cert, _)| {
+            let attempt = Attempt {
+                directory: primary.to_owned(),
+                fallback: None,
+            };
+            (cert.name.clone(), attempt)
+        })
+        .collect();
+    // Per fallback CA: the certificates, their files, and why they go there.
+    type Turn<'c> = (&'c CertificateSettings, Option<CertFile>, String);
+    let mut groups: BTreeMap<usize, Vec<Turn<'c>>> = BTreeMap::new();
+    for (cert, file, index) in direct {
+        let history = deps.state.load(&cert.name);
+        let why = format!(
+            "the primary CA {primary} kept failing (last: {})",
+            history.last_error.as_deref().unwrap_or("unknown")
+        );
+        groups.entry(index).or_default().push((cert, file, why));
+    }
+    if request.dry_run || config.acme.fallbacks.is_empty() {
+        return (issued, attempts);
+    }
+    let mut keep = Vec::new();
+    for (cert, result) in issued {
+        let Err(failure) = &result else {
+            keep.push((cert, result));
+            continue;
+        };
+        if !fallback::ca_failure(failure.step) {
+            keep.push((cert, result));
+            continue;
+        }
+        // The history as it will be once this failure is recorded.
+        let mut history = deps.state.load(&cert.name);
+        history.record_failure(
+            failure.kind,
+            failure.step,
+            &failure.message,
+            failure.retry_after,
+            now,
+        );
+        history.last_ca = Some(primary.to_owned());
+        let warning_at = warnings.get(&cert.name).copied().flatten();
+        match fallback::choose(primary, &config.acme.fallbacks, &history, warning_at, now) {
+            fallback::Ca::Fallback(index) => {
+                let why = format!("the primary CA {primary} failed: {}", failure.message);
+                let file = currents.get(&cert.name).cloned().flatten();
+                groups.entry(index).or_default().push((cert, file, why));
+            }
+            fallback::Ca::Primary => keep.push((cert, result)),
+        }
+    }
+    issued = keep;
+    if groups.is_empty() {
+        return (issued, attempts);
+    }
+    // Orders from a fallback CA name no certificate to replace (`replaces` is about the
+    // primary's certificate) and ask for no profile (profiles are per CA).
+    let mut plain = config.clone();
+    plain.renewal.ari = false;
+    plain.acme.profile = None;
+    let plain = &plain;
+    for (index, members) in groups {
+        let Some(ca) = config.acme.fallbacks.get(index) else {
+            continue;
+        };
+        for (cert, _, why) in &members {
+            (deps.progress)(
+                &cert.name,
+                &format!("{why}; ordering from the fallback CA {}", ca.directory),
+            );
+            attempts.insert(
+                cert.name.clone(),
+                Attempt {
+                    directory: ca.directory.clone(),
+                    fallback: Some(why.clone()),
+                },
+            );
+        }
+        let settings = config.acme.for_fallback(ca);
+        let due: Vec<(&CertificateSettings, Option<CertFile>)> = members
+            .iter()
+            .map(|(cert, file, _)| (*cert, file.clone()))
+            .collect();
+        match AcmeClient::connect(&settings, &ca.directory, &config.state_dir, &save_secret).await {
+            Ok(client) => {
+                let results = order_all(plain, due, &Arc::new(client), deps, request).await;
+                // `plain` lives only in this function: map back to the caller's settings.
+                for (cert, result) in results {
+                    if let Some(original) = config.certificate(&cert.name) {
+                        issued.push((original, result));
+                    }
+                }
+            }
+            Err(err) => {
+                let failure = Failure {
+                    step: Step::Account,
+                    kind: err.kind,
+                    retry_after: err.retry_after.map(OffsetDateTime::from),
+                    account_gone: false,
+                    message: format!("fallback CA {}: {}", ca.directory, err.message),
+                };
+                for (cert, _) in due {
+                    issued.push((cert, Err(failure.clone())));
+                }
+            }
+        }
+    }
+    (issued, attempts)
+}
+
+/// Notes in each history which CA the attempt went to, the issuer of a new certificate,
+/// and when a fallback CA takes over after a failure of the primary.
+fn note_attempts(
+    config: &Config,
+    report: &RunReport,
+    attempts: &BTreeMap<String, Attempt>,
+    deps: &Deps<'_>,
+    now: OffsetDateTime,
+) {
+    for (name, outcome) in &report.outcomes {
+        let Some(attempt) = attempts.get(name) else {
+            continue;
+        };
+        let mut history = deps.state.load(name);
+        history.last_ca = Some(attempt.directory.clone());
+        if attempt.fallback.is_some() {
+            history.last_fallback = Some(attempt.directory.clone());
+        }
+        match outcome {
+            Outcome::Renewed { .. } => {
+                history.issued_by = Some(attempt.directory.clone());
+                if let Some(why) = &attempt.fallback {
+                    history.fallback_renewals += 1;
+                    history.fallback_reason = Some(why.clone());
+                }
+            }
+            Outcome::Failed(_) => {
+                let warning_at = config.certificate(name).and_then(|cert| {
+                    inventory::inspect_managed(
+                        cert,
+                        config.renew_before(cert),
+                        config.renewal.thresholds,
+                        now,
+                    )
+                    .assessment
+                    .warning_at
+                });
+                let primary_failed = attempt.fallback.is_none()
+                    && history.failure_step.is_some_and(fallback::ca_failure);
+                history.fallback_at = if primary_failed {
+                    fallback::fallback_at(&config.acme.fallbacks, &history, warning_at)
+                } else {
+                    None
+                };
+            }
+            _ => continue,
+        }
+        if let Err(err) = deps.state.save(name, &history) {
+            tracing::warn!("{name}: {err}");
+        }
+    }
 }
 
 fn ordered(selected: &[&CertificateSettings], mut report: BTreeMap<String, Outcome>) -> RunReport {

@@ -1,6 +1,13 @@
 //! Renewal windows and the fallback CA (issue 12, items 4 and 5), through the built binary
 //! against real Pebbles.
 //!
+//! Fallback: two real Pebbles, each its own CA with its own account at evercert; the
+//! fallback validates http-01 on the primary's port, where evercert's responder listens. The
+//! primary is down (nothing listens at its URL), refuses the identifier (Pebble's
+//! `domainBlocklist`), or answers 429 with a Retry-After of an hour (the fault proxy in front
+//! of it: Pebble itself never rate-limits). `fallback_after = "0s"` makes the fallback the
+//! next attempt at once, so one `renew` run shows the whole turn.
+//!
 //! Windows: the binary has no fake clock, so the test writes a window relative to the real
 //! one — a daily window that opens two hours from now is closed for the whole test. The pure
 //! rules (every weekday, DST, critical_before capping the wait) are table-tested on
@@ -9,6 +16,8 @@
 use serde_json::Value;
 use time::OffsetDateTime;
 
+use crate::support::faultproxy::{Fault, FaultProxy};
+use crate::support::pebble::{Pebble, PebbleOptions, unused_loopback_port};
 use crate::support::setup::{CertSpec, Run, Setup};
 
 fn assert_code(run: &Run, code: i32) {
@@ -103,4 +112,126 @@ fn renew_outside_a_window_waits_and_critical_before_renews_anyway() {
     let run = setup.run(&["renew", "due"]);
     assert_code(&run, 0);
     assert_ne!(live_serial(&setup, "due"), due, "{}", run.all());
+}
+
+/// A second Pebble whose validator uses the primary's http-01 port, and the
+/// `[[acme.fallback]]` lines for it.
+fn second_ca(setup: &Setup) -> (Pebble, String) {
+    let second = Pebble::start_with(PebbleOptions {
+        http_port: Some(setup.pebble.http_port()),
+        ..PebbleOptions::default()
+    });
+    let lines = format!(
+        "\n[[acme.fallback]]\ndirectory = \"{}\"\nca_bundle = \"{}\"\nfallback_after = \"0s\"\n",
+        second.directory_url(),
+        second.ca_bundle_path().display()
+    );
+    (second, lines)
+}
+
+fn ca_of(setup: &Setup, name: &str) -> String {
+    status_of(setup, name)["ca"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// The issuing intermediate of the live certificate is the one `pebble` made this run.
+fn issued_by(setup: &Setup, name: &str, pebble: &Pebble) -> bool {
+    let chain = std::fs::read_to_string(setup.cert_path(name)).unwrap();
+    let intermediate = pebble.issuance_intermediate_pem();
+    let first = |pem: &str| crate::support::pebble::first_cert_der(pem).to_vec();
+    // fullchain: leaf, then the intermediate.
+    let certs: Vec<Vec<u8>> = {
+        use rustls_pki_types::CertificateDer;
+        use rustls_pki_types::pem::PemObject;
+        CertificateDer::pem_slice_iter(chain.as_bytes())
+            .map(|der| der.unwrap().to_vec())
+            .collect()
+    };
+    certs.get(1) == Some(&first(&intermediate))
+}
+
+#[test]
+fn primary_refusing_or_rate_limiting_falls_back_then_the_next_renewal_goes_to_the_primary() {
+    let mut setup = Setup::with(PebbleOptions {
+        domain_blocklist: vec!["refused.example.test".into()],
+        ..PebbleOptions::default()
+    });
+    let proxy = FaultProxy::start(&setup.pebble);
+    setup.directory_override = Some(proxy.directory_url());
+    let (second, lines) = second_ca(&setup);
+    setup.acme_extra = lines;
+    setup.write_config(&[CertSpec::new("refused"), CertSpec::new("limited")]);
+
+    // The primary refuses the name: the certificate comes from the second CA.
+    let run = setup.run(&["renew", "refused"]);
+    assert_code(&run, 0);
+    assert!(
+        run.stdout.contains("ordering from the fallback CA"),
+        "{}",
+        run.all()
+    );
+    assert_eq!(
+        ca_of(&setup, "refused"),
+        second.directory_url(),
+        "{}",
+        run.all()
+    );
+    assert!(issued_by(&setup, "refused", &second), "{}", run.all());
+
+    // The primary answers every new order with 429 and an hour's Retry-After.
+    proxy.set_fault_on(
+        &proxy.resource_path("newOrder"),
+        Fault::RateLimited {
+            retry_after_secs: 3600,
+        },
+    );
+    let run = setup.run(&["renew", "limited"]);
+    assert_code(&run, 0);
+    assert_eq!(
+        ca_of(&setup, "limited"),
+        second.directory_url(),
+        "{}",
+        run.all()
+    );
+    assert!(issued_by(&setup, "limited", &second), "{}", run.all());
+    assert!(proxy.count(&proxy.resource_path("newOrder")) >= 1);
+
+    // The primary is well again: the next renewal goes to it.
+    proxy.clear_faults();
+    let run = setup.run(&["renew", "--force", "limited"]);
+    assert_code(&run, 0);
+    assert_eq!(
+        ca_of(&setup, "limited"),
+        proxy.directory_url(),
+        "{}",
+        run.all()
+    );
+    assert!(issued_by(&setup, "limited", &setup.pebble), "{}", run.all());
+    // Each CA has its own account.
+    let accounts = std::fs::read_dir(setup.state_dir().join("accounts"))
+        .unwrap()
+        .count();
+    assert_eq!(accounts, 2, "one account per CA");
+}
+
+#[test]
+fn primary_down_falls_back() {
+    let mut setup = Setup::new();
+    setup.directory_override = Some(format!("https://127.0.0.1:{}/dir", unused_loopback_port()));
+    let (second, lines) = second_ca(&setup);
+    setup.acme_extra = lines;
+    setup.write_config(&[CertSpec::new("shop")]);
+    let run = setup.run(&["renew"]);
+    assert_code(&run, 0);
+    assert_eq!(
+        ca_of(&setup, "shop"),
+        second.directory_url(),
+        "{}",
+        run.all()
+    );
+    assert!(issued_by(&setup, "shop", &second), "{}", run.all());
+    let table = setup.run(&["status"]);
+    assert_code(&table, 0);
 }
