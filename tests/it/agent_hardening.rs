@@ -262,7 +262,12 @@ fn sigterm_during_a_hung_reload_hook_ends_the_agent_and_the_hook() {
     wait_for(Duration::from_secs(30), "the reload hook to start", || {
         marker.exists()
     });
-    assert!(!processes_running(sleeper).is_empty());
+    // The shell touches the marker before it starts `sleep`: wait for the child as well.
+    wait_for(
+        Duration::from_secs(10),
+        "the reload hook's child to start",
+        || !processes_running(sleeper).is_empty(),
+    );
     let log = agent.log.clone();
     let (code, took) = agent.stop();
     eprintln!("SIGTERM during a hung reload hook took {took:?}");

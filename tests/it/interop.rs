@@ -198,8 +198,29 @@ fn issues_over_http01_and_dns01_and_renews_with_replaces_in_one_order() {
         "ARI was not asked:\n{}",
         interop.a2c.log()
     );
+    // On a loaded machine one of the two concurrent ARI requests once came back without a
+    // window (seen in a full CI run). evercert then waits an hour before asking again, by
+    // design; the test clears that certificate's cached answer and asks again, so what it
+    // checks is the window acme2certifier gives, not the luck of one request.
+    let mut status = interop.status();
+    for _ in 0..3 {
+        let missing: Vec<&str> = ["web", "dns"]
+            .into_iter()
+            .filter(|name| !entry(&status, name)["ari_window"].is_object())
+            .collect();
+        if missing.is_empty() {
+            break;
+        }
+        for name in missing {
+            let cached = interop.state_dir().join("ari").join(format!("{name}.json"));
+            let _ = fs::remove_file(cached);
+        }
+        std::thread::sleep(Duration::from_secs(1));
+        let again = interop.run_ok(&["renew"]);
+        assert_eq!(interop.orders(), 2, "re-ordered:\n{again}");
+        status = interop.status();
+    }
     let now = OffsetDateTime::now_utc();
-    let status = interop.status();
     for name in ["web", "dns"] {
         let window = &entry(&status, name)["ari_window"];
         assert!(window.is_object(), "{name}: no ARI window in {status:?}");
