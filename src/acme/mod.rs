@@ -396,7 +396,9 @@ impl AcmeClient {
                     // A CA that validates inside the challenge POST (step-ca) answers with
                     // the challenge's error at once: a failed validation, explained like one
                     // found by polling.
-                    Err(instant_acme::Error::Api(problem)) => {
+                    // A badNonce, a rate limit or a server error on that POST is not a
+                    // validation result: it goes to the classification below (transient).
+                    Err(instant_acme::Error::Api(problem)) if is_validation_answer(&problem) => {
                         let said = format!("{identifier}: {}", problem_words(&problem));
                         return Err(self.challenge_failure(order, request, kind, &[said]).await);
                     }
@@ -672,4 +674,14 @@ fn generate_key(key_type: KeyType, reuse: Option<&str>) -> Result<rcgen::KeyPair
     };
     generated
         .map_err(|err| AcmeError::permanent(format!("cannot generate a {key_type} key: {err}")))
+}
+
+/// Whether an error answered to the challenge POST is the challenge's own validation result
+/// (a CA that validates inline) rather than a request-level failure to retry.
+fn is_validation_answer(problem: &instant_acme::Problem) -> bool {
+    let kind = problem.r#type.as_deref().unwrap_or_default();
+    let request_level = [":badNonce", ":rateLimited", ":serverInternal"]
+        .iter()
+        .any(|suffix| kind.ends_with(suffix));
+    !request_level && problem.status.is_none_or(|status| status < 500)
 }
