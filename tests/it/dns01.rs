@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use crate::support::bind::{Bind, Zone};
+use crate::support::bind::{Bind, SECONDARY_NS_RECORDS, Secondary, Zone};
 use crate::support::pebble::{PebbleOptions, unused_loopback_port};
 use crate::support::setup::{CertSpec, Challenge, Setup};
 
@@ -22,12 +22,21 @@ fn lab(zones: &[Zone]) -> (Bind, Setup) {
 
 /// `[certificate.dns01]` with the built-in updater pointed at `bind`.
 fn rfc2136(bind: &Bind, key_file: &Path, authoritative_port: u16) -> Challenge {
+    rfc2136_bounded(bind, key_file, authoritative_port, "30s")
+}
+
+fn rfc2136_bounded(
+    bind: &Bind,
+    key_file: &Path,
+    authoritative_port: u16,
+    propagation_timeout: &str,
+) -> Challenge {
     Challenge::Table(format!(
         "[certificate.dns01]\n\
          rfc2136 = {{ server = \"{addr}\", key_name = \"evercert.\", key_algorithm = \"hmac-sha256\", key_secret_file = \"{key}\" }}\n\
          resolvers = [\"{addr}\"]\n\
          authoritative_port = {authoritative_port}\n\
-         propagation_timeout = \"30s\"\n",
+         propagation_timeout = \"{propagation_timeout}\"\n",
         addr = bind.addr(),
         key = key_file.display(),
     ))
@@ -224,6 +233,101 @@ fn a_killed_runs_record_is_removed_by_the_next_run() {
     assert_eq!(journal_entries(&setup), Vec::<PathBuf>::new());
 }
 
+/// The milliseconds of "dns-01 records served by every authoritative server after N ms".
+fn propagation_wait_ms(run: &crate::support::setup::Run) -> u64 {
+    run.stdout
+        .split("served by every authoritative server after ")
+        .nth(1)
+        .and_then(|rest| rest.split(" ms").next())
+        .and_then(|ms| ms.parse().ok())
+        .unwrap_or_else(|| panic!("no propagation line: {run}"))
+}
+
+/// A primary BIND for `dns.test` with a second authoritative server (`ns2`) that lags: it
+/// took the zone at start and serves a new record only after `retransfer`. Pebble's
+/// validator asks the lagging secondary, so a CA told to validate before the secondary has
+/// the record fails the order.
+fn lagging_lab() -> (Bind, Secondary, Setup) {
+    let bind = Bind::start(&[Zone::updatable("dns.test")
+        .record(SECONDARY_NS_RECORDS[0])
+        .record(SECONDARY_NS_RECORDS[1])]);
+    let secondary = Secondary::start(&bind, "dns.test");
+    let setup = Setup::with(PebbleOptions {
+        dns_server: Some(secondary.addr()),
+        ..PebbleOptions::default()
+    });
+    (bind, secondary, setup)
+}
+
+#[test]
+fn validation_waits_for_a_lagging_secondary() {
+    let (bind, secondary, setup) = lagging_lab();
+    setup.write_config(&[CertSpec::new("www").domains(&["www.dns.test"]).challenge(
+        rfc2136_bounded(&bind, &key_file(&bind, &setup), bind.port(), "60s"),
+    )]);
+    let child = setup
+        .command(&["renew"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let record = "_acme-challenge.www.dns.test";
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while bind.txt(record).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the primary never served the record\n{}",
+            bind.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The primary has it, the secondary not: evercert keeps waiting (if it had told the CA,
+    // Pebble would have asked the secondary, found nothing and failed the order).
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(secondary.txt(record), Vec::<String>::new());
+    let mut child = child;
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "evercert stopped before the secondary had the record"
+    );
+    secondary.retransfer();
+    let run = crate::support::setup::Run::from_output(&child.wait_with_output().unwrap());
+    assert_eq!(run.code, 0, "{run}\n{}\n{}", bind.log(), secondary.log());
+    assert!(run.stdout.contains("summary: 1 renewed"), "{run}");
+    let waited_ms = propagation_wait_ms(&run);
+    assert!(waited_ms >= 1000, "{waited_ms} ms: {run}");
+    assert!(setup.cert_path("www").exists());
+}
+
+#[test]
+fn a_secondary_that_never_catches_up_is_named_after_propagation_timeout() {
+    let (bind, secondary, setup) = lagging_lab();
+    setup.write_config(&[CertSpec::new("www").domains(&["www.dns.test"]).challenge(
+        rfc2136_bounded(&bind, &key_file(&bind, &setup), bind.port(), "2s"),
+    )]);
+    let run = setup.run(&["renew"]);
+    assert_eq!(run.code, 1, "{run}");
+    let all = run.all();
+    assert!(
+        all.contains("was not served by every authoritative server of dns.test"),
+        "{all}"
+    );
+    // The lagging server is named with its address; the primary, which had it, is not.
+    assert!(
+        all.contains(&format!("ns2.dns.test. ({})", secondary.addr())),
+        "{all}"
+    );
+    assert!(!all.contains("ns1.dns.test. ("), "{all}");
+    assert!(all.contains("propagation_timeout"), "{all}");
+    assert!(!setup.cert_path("www").exists());
+    // The record was taken out again.
+    assert_eq!(
+        bind.txt("_acme-challenge.www.dns.test"),
+        Vec::<String>::new()
+    );
+    assert_eq!(journal_entries(&setup), Vec::<PathBuf>::new());
+}
+
 /// A hook that returns at once and publishes the record `delay_secs` later through
 /// nsupdate, like a DNS provider whose API queues changes.
 fn slow_hook(bind: &Bind, setup: &Setup, delay_secs: f64) -> PathBuf {
@@ -274,13 +378,7 @@ fn validation_starts_only_once_bind_serves_the_hooks_record() {
         )))]);
     let run = setup.run(&["renew"]);
     assert_eq!(run.code, 0, "{run}\n{}", bind.log());
-    let waited_ms: u64 = run
-        .stdout
-        .split("served by every authoritative server after ")
-        .nth(1)
-        .and_then(|rest| rest.split(" ms").next())
-        .and_then(|ms| ms.parse().ok())
-        .unwrap_or_else(|| panic!("no propagation line: {run}"));
+    let waited_ms = propagation_wait_ms(&run);
     // The record appeared about 2 s after the hook returned; the CA was told only then.
     assert!(waited_ms >= 1500, "{waited_ms} ms: {run}");
 }

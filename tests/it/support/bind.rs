@@ -11,7 +11,7 @@
 
 use std::fmt::Write as _;
 use std::fs::{self, File};
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -21,6 +21,9 @@ use base64::Engine;
 use tempfile::TempDir;
 
 use super::pebble::free_udp_and_tcp_port;
+
+/// The zone-file lines that make a [`Secondary`] an authoritative server of a zone.
+pub const SECONDARY_NS_RECORDS: [&str; 2] = ["@ IN NS ns2", "ns2 IN AAAA ::1"];
 
 /// The TSIG key's name in every instance.
 pub const KEY_NAME: &str = "evercert.";
@@ -63,7 +66,7 @@ impl Zone {
 
 /// Panics with what to install unless `named` and `dig` are there: BIND tests never skip.
 pub fn require_bind() {
-    let missing: Vec<&str> = ["named", "dig", "nsupdate"]
+    let missing: Vec<&str> = ["named", "dig", "nsupdate", "rndc"]
         .into_iter()
         .filter(|name| find_binary(name).is_none())
         .collect();
@@ -107,15 +110,7 @@ impl Bind {
             let port = free_udp_and_tcp_port();
             write_config(dir.path(), port, &secret, zones);
             let log = dir.path().join(format!("named-{attempt}.log"));
-            let file = File::create(&log).expect("create named log");
-            let mut child = Command::new(find_binary("named").expect("checked"))
-                .args(["-g", "-c"])
-                .arg(dir.path().join("named.conf"))
-                .stdin(Stdio::null())
-                .stdout(file.try_clone().expect("clone log handle"))
-                .stderr(file)
-                .spawn()
-                .expect("spawn named");
+            let mut child = spawn_named(dir.path(), &log);
             match wait_ready(&mut child, port, &zones[0].name, &log) {
                 Ok(()) => {
                     return Self {
@@ -231,14 +226,31 @@ impl Drop for Bind {
 }
 
 fn dig(port: u16, args: &[&str]) -> String {
+    dig_at(IpAddr::V4(Ipv4Addr::LOCALHOST), port, args)
+}
+
+fn dig_at(ip: IpAddr, port: u16, args: &[&str]) -> String {
     let output = Command::new(find_binary("dig").expect("checked"))
         .args(["+short", "+time=1", "+tries=2", "-p"])
         .arg(port.to_string())
-        .arg("@127.0.0.1")
+        .arg(format!("@{ip}"))
         .args(args)
         .output()
         .expect("run dig");
     String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// `named -g -c DIR/named.conf` in the foreground, its output in `log`.
+fn spawn_named(dir: &Path, log: &Path) -> Child {
+    let file = File::create(log).expect("create named log");
+    Command::new(find_binary("named").expect("checked"))
+        .args(["-g", "-c"])
+        .arg(dir.join("named.conf"))
+        .stdin(Stdio::null())
+        .stdout(file.try_clone().expect("clone log handle"))
+        .stderr(file)
+        .spawn()
+        .expect("spawn named")
 }
 
 fn wait_ready(child: &mut Child, port: u16, zone: &str, log: &Path) -> Result<(), String> {
@@ -261,6 +273,134 @@ fn wait_ready(child: &mut Child, port: u16, zone: &str, log: &Path) -> Result<()
     }
 }
 
+/// A second `named`, secondary for one zone of a [`Bind`] primary, on `[::1]` and the
+/// primary's port: evercert asks every authoritative server on one port, so the two need
+/// distinct addresses, and BIND listens only on addresses an interface has (127.0.0.1 and
+/// ::1 on `lo`; not the rest of 127/8). The zone names it `ns2 IN AAAA ::1`
+/// ([`SECONDARY_NS_RECORDS`]); a machine without IPv6 on loopback fails the test at start.
+/// It transfers the zone once at start and then lags on purpose: the primary sends no
+/// NOTIFY and the SOA refresh (5 min at least in BIND) is longer than any test, so it
+/// serves a new record only after [`Secondary::retransfer`] — a slow secondary on demand.
+pub struct Secondary {
+    child: Child,
+    ip: IpAddr,
+    port: u16,
+    zone: String,
+    dir: TempDir,
+}
+
+impl Secondary {
+    /// Starts the secondary of `zone` and returns once
+    /// it serves the zone's SOA.
+    pub fn start(primary: &Bind, zone: &str) -> Self {
+        let ip = IpAddr::V6(Ipv6Addr::LOCALHOST);
+        let dir = tempfile::Builder::new()
+            .prefix("evercert-bind2-")
+            .tempdir()
+            .expect("temp dir for the secondary");
+        let port = primary.port();
+        let free = UdpSocket::bind((ip, port)).is_ok() && TcpListener::bind((ip, port)).is_ok();
+        assert!(
+            free,
+            "[{ip}]:{port} (UDP and TCP) is not free for the secondary: is IPv6 on loopback off?"
+        );
+        let control = TcpListener::bind((ip, 0))
+            .expect("control port for the secondary")
+            .local_addr()
+            .expect("local_addr")
+            .port();
+        let rndc_secret =
+            base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 32]>());
+        let d = dir.path().display();
+        let key =
+            format!("key \"rndc-key\" {{ algorithm hmac-sha256; secret \"{rndc_secret}\"; }};\n");
+        let conf = format!(
+            "{key}options {{\n  directory \"{d}\";\n  listen-on {{ none; }};\n  listen-on-v6 port {port} {{ {ip}; }};\n  \
+             pid-file \"{d}/named.pid\";\n  session-keyfile \"{d}/session.key\";\n  managed-keys-directory \"{d}\";\n  \
+             recursion no;\n  dnssec-validation no;\n  notify no;\n}};\n\
+             controls {{ inet {ip} port {control} allow {{ 127.0.0.1; ::1; }} keys {{ \"rndc-key\"; }}; }};\n\
+             zone \"{zone}\" {{ type secondary; file \"{d}/{zone}.sec\"; primaries {{ 127.0.0.1 port {port}; }}; }};\n"
+        );
+        fs::write(dir.path().join("named.conf"), conf).expect("write secondary named.conf");
+        fs::write(
+            dir.path().join("rndc.conf"),
+            format!("{key}options {{ default-key \"rndc-key\"; default-server {ip}; default-port {control}; }};\n"),
+        )
+        .expect("write rndc.conf");
+        let log = dir.path().join("named.log");
+        let mut child = spawn_named(dir.path(), &log);
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            let text = fs::read_to_string(&log).unwrap_or_default();
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("the secondary named exited ({status}):\n{text}");
+            }
+            if text.contains("running")
+                && dig_at(ip, port, &["+norecurse", "SOA", zone]).contains(zone)
+            {
+                break;
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("the secondary did not serve {zone} within {START_TIMEOUT:?}:\n{text}");
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        Self {
+            child,
+            ip,
+            port,
+            zone: zone.to_owned(),
+            dir,
+        }
+    }
+
+    /// `ADDR:PORT`, for Pebble's `-dnsserver`: a CA that asks the lagging server.
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from((self.ip, self.port))
+    }
+
+    /// The TXT values the secondary serves at `name`.
+    pub fn txt(&self, name: &str) -> Vec<String> {
+        dig_at(self.ip, self.port, &["+norecurse", "TXT", name])
+            .lines()
+            .map(|line| line.trim().trim_matches('"').to_owned())
+            .filter(|line| !line.is_empty())
+            .collect()
+    }
+
+    /// Catches up now: `rndc retransfer ZONE` (a full transfer from the primary).
+    pub fn retransfer(&self) {
+        let output = Command::new(find_binary("rndc").expect("rndc is in Debian's bind9"))
+            .arg("-c")
+            .arg(self.dir.path().join("rndc.conf"))
+            .args(["retransfer", &self.zone])
+            .output()
+            .expect("run rndc");
+        assert!(
+            output.status.success(),
+            "rndc retransfer {} failed: {}{}\n{}",
+            self.zone,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr),
+            self.log()
+        );
+    }
+
+    /// Everything the secondary logged so far.
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.dir.path().join("named.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Secondary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 fn write_private(path: &Path, text: &str) {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
@@ -280,7 +420,8 @@ fn write_config(dir: &Path, port: u16, secret: &str, zones: &[Zone]) {
         "key \"{KEY_NAME}\" {{ algorithm hmac-sha256; secret \"{secret}\"; }};\n\
          options {{\n  directory \"{d}\";\n  listen-on port {port} {{ 127.0.0.1; }};\n  listen-on-v6 {{ none; }};\n  \
          pid-file \"{d}/named.pid\";\n  session-keyfile \"{d}/session.key\";\n  managed-keys-directory \"{d}\";\n  \
-         recursion yes;\n  allow-recursion {{ 127.0.0.1; }};\n  dnssec-validation no;\n  notify no;\n}};\n\
+         recursion yes;\n  allow-recursion {{ 127.0.0.1; }};\n  dnssec-validation no;\n  notify no;\n  \
+         allow-transfer {{ 127.0.0.0/8; }};\n}};\n\
          controls {{ }};\n"
     );
     // Recursion on, as for the resolver a CA uses (it follows a CNAME into another zone
