@@ -235,3 +235,93 @@ fn primary_down_falls_back() {
     let table = setup.run(&["status"]);
     assert_code(&table, 0);
 }
+
+/// The subject of the CA certificate that issues `pebble`'s leaves, as `status` prints an
+/// issuer.
+fn intermediate_subject(pebble: &Pebble) -> String {
+    let der = crate::support::pebble::first_cert_der(&pebble.issuance_intermediate_pem());
+    let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
+    cert.subject().to_string()
+}
+
+#[test]
+fn the_agent_falls_back_when_the_primary_fails_alerts_and_status_shows_the_issuer() {
+    let mut setup = Setup::new();
+    // The primary answers every new order with 503 (through the fault proxy: Pebble itself
+    // never fails). `fallback_after = "0s"`: the fallback takes over right after the
+    // primary's failure, in the same attempt. (A longer one waits for the agent's backoff,
+    // 5 min after a first failure, as `decision::decide` schedules it: tested there with a
+    // fixed `now`, and in `fallback::choose`'s table.)
+    let proxy = FaultProxy::start(&setup.pebble);
+    proxy.set_fault_on(&proxy.resource_path("newOrder"), Fault::Status(503));
+    setup.directory_override = Some(proxy.directory_url());
+    let (second, lines) = second_ca(&setup);
+    // Due (20 of 90 days left is past the third) but not in the warning period, which would
+    // send it to the fallback at once: only fallback_after moves it.
+    setup.acme_extra =
+        format!("{lines}\n[renewal]\nwarn_before = \"10d\"\ncritical_before = \"3d\"\n");
+    let alerts_log = setup.path().join("alerts.jsonl");
+    // One write per alert, so two alerts at once cannot interleave.
+    setup.tail = format!(
+        "[alerts]\ncommand = \"printf '%s\\\\n' \\\"$(cat)\\\" >> {}\"\n",
+        alerts_log.display()
+    );
+    setup.write_config(&[CertSpec::new("shop")]);
+    let planted = crate::agent::plant(&setup, "shop", 20);
+
+    let started = std::time::Instant::now();
+    let agent = crate::agent::Running::start(&setup);
+    let deadline = started + std::time::Duration::from_secs(90);
+    while crate::agent::serial_of(&setup.cert_path("shop")).is_none_or(|serial| serial == planted) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the agent did not renew shop from the fallback CA:\n{}",
+            agent.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let log = agent.log();
+    assert!(issued_by(&setup, "shop", &second), "{log}");
+    // The primary was tried first and failed; then the fallback.
+    assert!(proxy.count(&proxy.resource_path("newOrder")) >= 1, "{log}");
+    let failed = log.find("503 Service Unavailable");
+    let fell_back = log.find("ordering from the fallback CA");
+    assert!(
+        failed.is_some() && fell_back.is_some() && failed < fell_back,
+        "{log}"
+    );
+
+    crate::agent::wait_for(
+        std::time::Duration::from_secs(30),
+        "the fallback_used alert",
+        || std::fs::read_to_string(&alerts_log).is_ok_and(|text| text.contains("fallback_used")),
+    );
+    let alerts = std::fs::read_to_string(&alerts_log).unwrap();
+    let fallback: Value = alerts
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .find(|alert| alert["event"] == "fallback_used")
+        .unwrap_or_else(|| panic!("no fallback_used alert in {alerts}"));
+    let message = fallback["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains(&format!(
+            "renewed from the fallback CA {}",
+            second.directory_url()
+        )),
+        "{fallback:#}"
+    );
+    // It says why the primary was left: the primary's own error.
+    assert!(message.contains("503"), "{fallback:#}");
+    assert_eq!(fallback["name"], "shop", "{fallback:#}");
+
+    let status = status_of(&setup, "shop");
+    assert_eq!(status["ca"], second.directory_url().as_str(), "{status:#}");
+    assert_eq!(
+        status["issuer"].as_str(),
+        Some(intermediate_subject(&second).as_str()),
+        "{status:#}"
+    );
+    assert_eq!(status["state"], "ok", "{status:#}");
+    let (code, _) = agent.stop();
+    assert_eq!(code, 0);
+}
