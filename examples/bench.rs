@@ -17,28 +17,18 @@
 //! `--peers lego,certbot,uacme|none`, `--skip-inventory`, `--skip-issuance`, `--perf DIR` for
 //! perf and strace profiles of single runs, `--keep DIR` to keep configs and certificates).
 
-// The shared test support (pebble.rs, certs.rs) unwraps: a broken fixture should stop here.
+// A broken fixture should stop here.
 #![allow(clippy::unwrap_used)]
-
-#[path = "../tests/it/support/certs.rs"]
-#[allow(dead_code, unreachable_pub)]
-mod certs;
-#[path = "../tests/it/support/pebble.rs"]
-#[allow(dead_code, unreachable_pub)]
-mod pebble;
 
 use std::ffi::OsString;
 use std::fmt::Write as _;
-use std::io::{Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
+use evercert_testkit::webroot::WebrootServer;
+use evercert_testkit::{certs, pebble};
 use pebble::{Pebble, PebbleOptions};
 
 const MIB: f64 = 1024.0 * 1024.0;
@@ -1236,93 +1226,6 @@ fn bench_issuance(
 // ---------------------------------------------------------------------------------------------
 // Peers
 
-/// A plain HTTP server for the http-01 webroot (what nginx would do for uacme's hook).
-struct WebrootServer {
-    stop: Arc<AtomicBool>,
-    port: u16,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl WebrootServer {
-    fn start(root: &Path, port: u16) -> Result<Self> {
-        let listener = TcpListener::bind(("127.0.0.1", port))
-            .with_context(|| format!("bind 127.0.0.1:{port} for the webroot server"))?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let root = root.to_owned();
-        let thread = {
-            let stop = Arc::clone(&stop);
-            std::thread::spawn(move || {
-                for stream in listener.incoming() {
-                    if stop.load(Ordering::SeqCst) {
-                        break;
-                    }
-                    if let Ok(stream) = stream {
-                        let _ = serve_file(stream, &root);
-                    }
-                }
-            })
-        };
-        Ok(Self {
-            stop,
-            port,
-            thread: Some(thread),
-        })
-    }
-}
-
-impl Drop for WebrootServer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        // Wake the blocking accept.
-        let _ = TcpStream::connect(("127.0.0.1", self.port));
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-fn serve_file(mut stream: TcpStream, root: &Path) -> std::io::Result<()> {
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    let mut request = Vec::new();
-    let mut buf = [0u8; 1024];
-    while !request.windows(4).any(|w| w == b"\r\n\r\n") && request.len() < 16 * 1024 {
-        let n = stream.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        request.extend_from_slice(&buf[..n]);
-    }
-    let request = String::from_utf8_lossy(&request);
-    let path = request
-        .lines()
-        .next()
-        .and_then(|line| line.split_whitespace().nth(1))
-        .unwrap_or("/");
-    let body = path
-        .strip_prefix("/.well-known/acme-challenge/")
-        .filter(|token| {
-            !token.is_empty()
-                && token
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        })
-        .and_then(|token| std::fs::read(root.join(".well-known/acme-challenge").join(token)).ok());
-    let response = match &body {
-        Some(body) => format!(
-            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-            body.len()
-        ),
-        None => {
-            "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_owned()
-        }
-    };
-    stream.write_all(response.as_bytes())?;
-    if let Some(body) = body {
-        stream.write_all(&body)?;
-    }
-    stream.shutdown(Shutdown::Write)
-}
-
 fn which(program: &str) -> Option<PathBuf> {
     std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
         .map(|dir| dir.join(program))
@@ -1465,10 +1368,10 @@ fn bench_peer(
 ) -> Result<PeerRow> {
     let dir = work.join("peers");
     let setup = peer_setup(peer, pebble, &dir)?;
-    let _server = match &setup.webroot {
-        Some(root) => Some(WebrootServer::start(root, pebble.http_port())?),
-        None => None,
-    };
+    let _server = setup
+        .webroot
+        .as_ref()
+        .map(|root| WebrootServer::start(root, pebble.http_port()));
     let name = peer.name();
     // The first run registers the account (and issues, for lego and certbot).
     let mut first = Series::default();
@@ -1559,25 +1462,9 @@ fn write_peer_table(report: &mut String, rows: &[(String, PeerRow)]) {
 
 // ---------------------------------------------------------------------------------------------
 
-fn evercert_binary() -> Result<PathBuf> {
-    // target/<profile>/examples/bench → target/<profile>/evercert
-    let exe = std::env::current_exe()?;
-    let binary = exe
-        .parent()
-        .and_then(Path::parent)
-        .context("unexpected location of the bench binary")?
-        .join("evercert");
-    ensure!(
-        binary.exists(),
-        "{} is missing: build it first (scripts/bench.sh does)",
-        binary.display()
-    );
-    Ok(binary)
-}
-
 fn run() -> Result<()> {
     let options = Options::parse()?;
-    let binary = evercert_binary()?;
+    let binary = evercert_testkit::evercert_binary();
     // A kept directory must start empty: old state would change what is measured.
     let (_temp, work) = match &options.keep {
         Some(dir) => {

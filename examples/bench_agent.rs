@@ -6,27 +6,13 @@
 
 #![allow(clippy::unwrap_used)]
 
-#[path = "../tests/it/support/certs.rs"]
-#[allow(dead_code, unreachable_pub)]
-mod certs;
-#[path = "../tests/it/support/pebble.rs"]
-#[allow(dead_code, unreachable_pub)]
-mod pebble;
-
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-fn evercert_binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    exe.parent()
-        .and_then(Path::parent)
-        .unwrap()
-        .join("evercert")
-}
+use evercert_testkit::{certs, evercert_binary, pebble};
 
 /// (resident KiB, CPU seconds) of a process, from /proc.
 fn usage(pid: u32) -> (u64, f64) {

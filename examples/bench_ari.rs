@@ -8,23 +8,14 @@
 //!
 //! Prints a markdown table for docs/benchmarks.md.
 
-// The shared test support unwraps: a broken fixture should stop here.
+// A broken fixture should stop here.
 #![allow(clippy::unwrap_used)]
-
-#[path = "../tests/it/support/ari.rs"]
-#[allow(dead_code, unreachable_pub)]
-mod ari;
-#[path = "../tests/it/support/certs.rs"]
-#[allow(dead_code, unreachable_pub)]
-mod certs;
-#[path = "../tests/it/support/pebble.rs"]
-#[allow(dead_code, unreachable_pub)]
-mod pebble;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use evercert_testkit::{ari, certs, pebble};
 use pebble::{Pebble, PebbleOptions};
 use time::OffsetDateTime;
 
@@ -130,14 +121,7 @@ fn main() {
         .nth(1)
         .and_then(|runs| runs.parse().ok())
         .unwrap_or(11);
-    let binary = std::env::current_exe()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("evercert");
-    assert!(binary.exists(), "build {} first", binary.display());
+    let binary = evercert_testkit::evercert_binary();
     let work = tempfile::tempdir().unwrap();
     let pebble = Pebble::start_with(PebbleOptions {
         nonce_reject_percent: 0,

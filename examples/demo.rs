@@ -7,36 +7,11 @@
 
 #![allow(clippy::unwrap_used)]
 
-#[path = "../tests/it/support/certs.rs"]
-#[allow(dead_code, unreachable_pub)]
-mod certs;
-#[path = "../tests/it/support/pebble.rs"]
-#[allow(dead_code, unreachable_pub)]
-mod pebble;
-#[path = "../tests/it/support/webserver.rs"]
-#[allow(dead_code, unreachable_pub)]
-mod webserver;
-
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
+use evercert_testkit::{certs, evercert_binary, pebble, webserver};
 use time::Duration;
-
-fn evercert_binary() -> PathBuf {
-    // target/<profile>/examples/demo → target/<profile>/evercert
-    let exe = std::env::current_exe().unwrap();
-    let binary = exe
-        .parent()
-        .and_then(Path::parent)
-        .unwrap()
-        .join("evercert");
-    assert!(
-        binary.exists(),
-        "{} is missing: build it first (scripts/demo.sh does)",
-        binary.display()
-    );
-    binary
-}
 
 fn run(binary: &Path, config: &Path, args: &[&str]) -> i32 {
     println!("\n$ evercert {}", args.join(" "));

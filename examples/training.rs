@@ -10,33 +10,11 @@
 
 #![allow(clippy::unwrap_used)]
 
-#[path = "../tests/it/support/certs.rs"]
-#[allow(dead_code, unreachable_pub)]
-mod certs;
-#[path = "../tests/it/support/pebble.rs"]
-#[allow(dead_code, unreachable_pub)]
-mod pebble;
-#[path = "../tests/it/support/webserver.rs"]
-#[allow(dead_code, unreachable_pub)]
-mod webserver;
-
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
+use evercert_testkit::{certs, pebble, webserver};
 use time::Duration;
-
-/// `<target>/release` (or debug), where scripts/training.sh built `evercert`.
-fn binary_dir() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    // target/<profile>/examples/training → target/<profile>
-    let dir = exe.parent().and_then(Path::parent).unwrap().to_owned();
-    assert!(
-        dir.join("evercert").exists(),
-        "{} is missing: build it first (scripts/training.sh does)",
-        dir.join("evercert").display()
-    );
-    dir
-}
 
 fn private_dir(path: &Path) {
     std::fs::create_dir_all(path).unwrap();
@@ -45,7 +23,9 @@ fn private_dir(path: &Path) {
 
 fn main() {
     pebble::require_pebble();
-    let bin = binary_dir();
+    // `<target>/release` (or debug), where scripts/training.sh built `evercert`.
+    let binary = evercert_testkit::evercert_binary();
+    let bin = binary.parent().unwrap();
     let work = std::env::temp_dir().join(format!(
         "evercert-training-{}",
         time::OffsetDateTime::now_utc().unix_timestamp()

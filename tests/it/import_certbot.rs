@@ -21,7 +21,13 @@ fn s(path: &Path) -> &str {
     path.to_str().unwrap()
 }
 
-impl Certbot {
+/// evercert's side of a certbot layout (a trait: `Certbot` lives in the support crate).
+trait Import {
+    fn import(&self) -> (Run, Config);
+    fn checked(&self, text: &str) -> Config;
+}
+
+impl Import for Certbot {
     /// `evercert import certbot --from DIR`, plus the output checked by `config check`.
     fn import(&self) -> (Run, Config) {
         let run = evercert(

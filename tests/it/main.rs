@@ -32,6 +32,6 @@ mod secrets;
 mod soak;
 mod status_explains;
 mod status_page;
-mod support;
+use evercert_testkit as support;
 mod systemd_units;
 mod verify_sticks;

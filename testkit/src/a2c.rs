@@ -78,7 +78,7 @@ fn cache_dir() -> PathBuf {
         return preferred;
     }
     // Not root: keep it beside the build instead.
-    let fallback = Path::new(env!("CARGO_TARGET_TMPDIR"))
+    let fallback = crate::target_tmpdir()
         .join("evercert-tests")
         .join(format!("a2c-{A2C_VERSION}"));
     fs::create_dir_all(&fallback).expect("create the acme2certifier cache directory");

@@ -117,7 +117,7 @@ impl std::fmt::Display for Run {
 /// Runs the built `evercert ARGS` in `dir`, without a configuration of its own (no Pebble):
 /// the import and discover tests name theirs with `-c` when they need one.
 pub fn evercert_in(dir: &Path, args: &[&str]) -> Run {
-    let output = Command::new(env!("CARGO_BIN_EXE_evercert"))
+    let output = Command::new(crate::evercert_binary())
         .current_dir(dir)
         .env_remove("EVERCERT_CONFIG")
         .env("EVERCERT_LOG", "warn")
@@ -268,7 +268,7 @@ impl Setup {
 
     /// A command running the built `evercert` with this configuration.
     pub fn command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_evercert"));
+        let mut command = Command::new(crate::evercert_binary());
         command
             .current_dir(self.path())
             .env_remove("EVERCERT_CONFIG")
