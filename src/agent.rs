@@ -31,6 +31,7 @@ use crate::acme::AcmeClient;
 use crate::alert_queue::{AlertDelivery, AlertQueue};
 use crate::alerts::{self, Alert, Alerter};
 use crate::ari;
+pub use crate::clock::{Clock, SystemClock, TokioClock};
 use crate::config::{self, Config, MonitorTarget};
 use crate::decision::{self, Reason};
 use crate::inventory::{self, ManagedStatus};
@@ -78,45 +79,6 @@ pub const ALERT_FLUSH: StdDuration = StdDuration::from_secs(2);
 /// Endpoint probes in flight at once (sockets, under the open-files limit).
 pub const MAX_CONCURRENT_PROBES: usize = 64;
 
-/// Where time comes from: the wall clock in production; tokio's (pausable) clock in tests.
-pub trait Clock: Send + Sync {
-    fn now(&self) -> OffsetDateTime;
-}
-
-/// The system's wall clock.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> OffsetDateTime {
-        OffsetDateTime::now_utc()
-    }
-}
-
-/// Wall time at creation plus tokio's elapsed time: under `tokio::time::pause` it moves only
-/// when the test (or auto-advance) moves it.
-#[derive(Debug, Clone, Copy)]
-pub struct TokioClock {
-    wall: OffsetDateTime,
-    start: tokio::time::Instant,
-}
-
-impl TokioClock {
-    pub fn starting_at(wall: OffsetDateTime) -> Self {
-        Self {
-            wall,
-            start: tokio::time::Instant::now(),
-        }
-    }
-}
-
-impl Clock for TokioClock {
-    fn now(&self) -> OffsetDateTime {
-        let elapsed = tokio::time::Instant::now() - self.start;
-        self.wall + elapsed
-    }
-}
-
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// Runs the renewal pipeline for the certificates the agent decided are due. A trait so that
@@ -146,11 +108,14 @@ impl Renewer for PipelineRenewer {
             let lock = FileLock::new(config.state_dir.join("locks"));
             let state = FileState::new(&config.state_dir);
             let progress = |name: &str, message: &str| tracing::info!("{name}: {message}");
+            // The run goes on from the agent's `now` (its clock) at tokio's pace.
+            let clock = TokioClock::starting_at(now);
             let deps = renew::Deps {
                 store: &store,
                 lock: &lock,
                 state: &state,
                 progress: &progress,
+                clock: &clock,
             };
             // No retries inside a run: the agent's own backoff schedules the next attempt. Not
             // forced: the pipeline takes the same decision (`decision::decide`), and a due
@@ -161,7 +126,7 @@ impl Renewer for PipelineRenewer {
                 dry_run: false,
                 retry_transient: false,
             };
-            renew::run(config, &request, &deps, now).await
+            renew::run(config, &request, &deps).await
         })
     }
 }

@@ -625,11 +625,13 @@ fn cmd_renew(config: &Config, request: &RenewRequest) -> u8 {
         let mut stdout = std::io::stdout().lock();
         let _ = writeln!(stdout, "{name}: {message}");
     };
+    let clock = crate::clock::TokioClock::starting_at(now());
     let deps = renew::Deps {
         store: backends.store.as_ref(),
         lock: backends.lock.as_ref(),
         state: backends.state.as_ref(),
         progress: &progress,
+        clock: &clock,
     };
     if request.dry_run {
         println!(
@@ -638,7 +640,7 @@ fn cmd_renew(config: &Config, request: &RenewRequest) -> u8 {
             renew::account_path(config, true).display()
         );
     }
-    let report = runtime.block_on(renew::run(config, request, &deps, now()));
+    let report = runtime.block_on(renew::run(config, request, &deps));
     backends.finish(&report);
     let count = |wanted: fn(&Outcome) -> bool| {
         report

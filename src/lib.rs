@@ -5,7 +5,7 @@
 //!
 //! - **Pure core** — facts, settings and `now` in, a decision out; no I/O, no clock:
 //!   `policy` (renew_at), `decision` (the one renewal decision), `schedule`, `window`,
-//!   `names`, `units`.
+//!   `names`, `units`. Time comes in through a `clock::Clock`.
 //! - **I/O** — each talks to one outside thing, with deadlines and size caps: `config`
 //!   (the file), `fsread`, `inventory` (certificates on disk), `probe` (served certificates),
 //!   `store`, `links`, `state` and `lock` (the state directory), `acme` (the only module that
@@ -25,6 +25,7 @@ pub mod alerts;
 pub mod ari;
 pub mod challenge;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod decision;
 pub mod discover;

@@ -367,6 +367,7 @@ listen = "127.0.0.1:1"
             serial,
             not_after: time::OffsetDateTime::now_utc() + time::Duration::days(90),
             domains: &cert.domains,
+            issued_at: time::OffsetDateTime::now_utc(),
         };
         store.install(&target(cert), &pair).unwrap().version
     }

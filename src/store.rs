@@ -44,6 +44,9 @@ pub struct NewPair<'a> {
     pub serial: &'a str,
     pub not_after: OffsetDateTime,
     pub domains: &'a [String],
+    /// When it is stored: the archive's version name and `issued_at` (the caller's clock;
+    /// the store reads none).
+    pub issued_at: OffsetDateTime,
 }
 
 // By hand, so that the key never reaches a log through `{:?}`.
@@ -55,6 +58,7 @@ impl fmt::Debug for NewPair<'_> {
             .field("serial", &self.serial)
             .field("not_after", &self.not_after)
             .field("domains", &self.domains)
+            .field("issued_at", &self.issued_at)
             .finish()
     }
 }
@@ -481,13 +485,14 @@ impl FsStore {
         cert_state: PathState,
         key_state: PathState,
         existing: Option<ExistingPair>,
+        now: OffsetDateTime,
     ) -> Result<(), StoreError> {
         let name = target.name;
         if let Some(ExistingPair { key, chain }) = existing {
             let imported = match self.version_holding(name, &key, &chain)? {
                 Some(version) => version,
                 None => {
-                    let content = imported_content(target.cert_path, &key, &chain);
+                    let content = imported_content(target.cert_path, &key, &chain, now);
                     self.store_version(name, owner, target.key_mode, &content)?
                 }
             };
@@ -609,7 +614,7 @@ impl CertStore for FsStore {
             None
         };
 
-        let issued_at = OffsetDateTime::now_utc();
+        let issued_at = pair.issued_at;
         let content = VersionContent {
             key_pem: pair.key_pem,
             chain_pem: pair.chain_pem,
@@ -625,7 +630,7 @@ impl CertStore for FsStore {
         let version = self.store_version(name, owner, target.key_mode, &content)?;
 
         if migrating {
-            self.migrate(target, owner, cert_state, key_state, existing)?;
+            self.migrate(target, owner, cert_state, key_state, existing, issued_at)?;
         }
         let previous = self.current(name)?;
         self.flip_live(name, &version)?;
@@ -1010,9 +1015,14 @@ fn unique_version(versions_dir: &Path, base: &str) -> io::Result<VersionId> {
 }
 
 /// Facts for the meta.json of a pair found on disk; what cannot be parsed stays null.
-fn imported_content<'a>(cert_path: &Path, key: &'a [u8], chain: &'a [u8]) -> VersionContent<'a> {
+/// `now` is the moment of the install that archives it.
+fn imported_content<'a>(
+    cert_path: &Path,
+    key: &'a [u8],
+    chain: &'a [u8],
+    now: OffsetDateTime,
+) -> VersionContent<'a> {
     let facts = leaf_facts(chain);
-    let now = OffsetDateTime::now_utc();
     let modified = fs::metadata(cert_path)
         .and_then(|meta| meta.modified())
         .ok()
@@ -1441,13 +1451,23 @@ mod tests {
         }
     }
 
+    /// A test clock: a fixed start, a minute later at every call, so versions installed one
+    /// after the other get increasing names without reading the wall clock.
+    fn tick() -> OffsetDateTime {
+        static MINUTES: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+        let minutes = MINUTES.fetch_add(1, Ordering::Relaxed);
+        time::macros::datetime!(2026-03-01 08:00 UTC) + time::Duration::minutes(minutes)
+    }
+
     fn pair<'a>(key: &'a str, chain: &'a str, serial: &'a str) -> NewPair<'a> {
+        let issued_at = tick();
         NewPair {
             key_pem: key.as_bytes(),
             chain_pem: chain.as_bytes(),
             serial,
-            not_after: OffsetDateTime::now_utc() + time::Duration::days(90),
+            not_after: issued_at + time::Duration::days(90),
             domains: &[],
+            issued_at,
         }
     }
 

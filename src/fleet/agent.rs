@@ -157,13 +157,15 @@ impl Renewer for FleetRenewer {
                 return all_failed(names, Step::Account, format!("fleet mode: {message}"));
             }
             let progress = |name: &str, message: &str| tracing::info!("{name}: {message}");
+            let clock = crate::clock::TokioClock::starting_at(now);
             let deps = renew::Deps {
                 store: backends.store.as_ref(),
                 lock: backends.lock.as_ref(),
                 state: backends.state.as_ref(),
                 progress: &progress,
+                clock: &clock,
             };
-            let report = renew::run(config, &request, &deps, now).await;
+            let report = renew::run(config, &request, &deps).await;
             for (name, outcome) in &report.outcomes {
                 if matches!(outcome, Outcome::Renewed { .. }) {
                     let fleet = fleet.clone();

@@ -132,6 +132,7 @@ impl Fleet {
             serial: &checked.meta.serial,
             not_after: checked.not_after,
             domains: &cert.domains,
+            issued_at: now,
         };
         let installed = store
             .recover(&target(&cert))

@@ -78,6 +78,17 @@ impl Failure {
         }
     }
 
+    /// Loading or registering the account failed.
+    pub(super) fn from_connect(err: AcmeError) -> Self {
+        Self {
+            step: Step::Account,
+            kind: err.kind,
+            retry_after: err.retry_after.map(OffsetDateTime::from),
+            account_gone: false,
+            message: err.message,
+        }
+    }
+
     pub(super) fn from_acme(err: AcmeError) -> Self {
         Self {
             account_gone: err.account_gone(),

@@ -13,7 +13,8 @@ pub(super) async fn acquire_lock(
     deps: &Deps<'_>,
     name: &str,
 ) -> Result<(crate::lock::LockGuard, bool), Failure> {
-    let started = std::time::Instant::now();
+    // tokio's clock, which a test may pause like the rest of the pipeline's time.
+    let started = tokio::time::Instant::now();
     let mut announced = false;
     loop {
         match deps.lock.acquire(name, Duration::ZERO) {

@@ -9,7 +9,10 @@
 //! One phase per module, in the order `run` calls them: `decide` (inspect, ARI, the one
 //! decision), `lock`, `order` (preflight, the ACME order), `check`, `store`,
 //! `deploy` (reload, and `verify`; roll back on failure) and `record` (the history).
-//! `retry` holds the one-shot retry policy.
+//! `retry` holds the retry policy and the one helper that applies it (connect, a new
+//! account when the CA forgot ours, transient failures of an order).
+//!
+//! Time comes only from `Deps::clock`: the pipeline reads no wall clock of its own.
 
 mod check;
 mod decide;
@@ -24,8 +27,7 @@ mod verify;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use time::OffsetDateTime;
 
@@ -35,7 +37,8 @@ pub(crate) use verify::verify_served;
 
 use crate::acme::{AcmeClient, FailureKind};
 use crate::ari;
-use crate::config::{CertificateSettings, Config};
+use crate::clock::Clock;
+use crate::config::{AcmeSettings, CertificateSettings, Config};
 use crate::decision::Reason;
 use crate::fallback;
 use crate::inventory::{self, CertFile};
@@ -46,7 +49,7 @@ use crate::units::rfc3339;
 use decide::{decide_all, usable_pending};
 use order::order_all;
 use record::{finish, record_failure};
-use retry::{ONE_SHOT_RETRY_WAITS, one_shot_wait};
+use retry::{Again, Policy, retrying};
 use store::{Live, Stored, make_pending_live};
 
 /// What the caller asked for.
@@ -91,6 +94,9 @@ pub struct Deps<'a> {
     pub state: &'a dyn StateStore,
     /// Progress lines (`shop: ordering`); the CLI prints them.
     pub progress: &'a (dyn Fn(&str, &str) + Sync),
+    /// The only source of time in the pipeline: the decision's `now`, Retry-After and
+    /// retry waits, the store's version names.
+    pub clock: &'a dyn Clock,
 }
 
 /// The result of one run, in configuration order.
@@ -144,13 +150,9 @@ fn create_private_dir(dir: &Path) -> std::io::Result<()> {
         .create(dir)
 }
 
-/// Runs the pipeline for the selected certificates.
-pub async fn run(
-    config: &Config,
-    request: &RenewRequest,
-    deps: &Deps<'_>,
-    now: OffsetDateTime,
-) -> RunReport {
+/// Runs the pipeline for the selected certificates, deciding at `deps.clock`'s now.
+pub async fn run(config: &Config, request: &RenewRequest, deps: &Deps<'_>) -> RunReport {
+    let now = deps.clock.now();
     let selected: Vec<&CertificateSettings> = config
         .certificates
         .iter()
@@ -302,43 +304,40 @@ pub async fn run(
         }
         due = stay;
     }
+    let policy = Policy {
+        transient: request.retry_transient,
+    };
     let mut issued = Vec::new();
-    let mut waits = ONE_SHOT_RETRY_WAITS.iter();
-    let client = loop {
-        if due.is_empty() {
-            break None;
-        }
-        if let Some(client) = client.take() {
-            break Some(client);
-        }
-        match AcmeClient::connect(&config.acme, directory, &config.state_dir, &save_secret).await {
-            Ok(client) => break Some(Arc::new(client)),
-            Err(err) => {
-                let failure = Failure {
-                    step: Step::Account,
-                    kind: err.kind,
-                    retry_after: err.retry_after.map(OffsetDateTime::from),
-                    account_gone: false,
-                    message: err.message,
-                };
-                let wait = waits
-                    .next()
-                    .filter(|_| request.retry_transient)
-                    .and_then(|base| one_shot_wait(&failure, *base, OffsetDateTime::now_utc()));
-                if let Some(wait) = wait {
+    let client = if due.is_empty() {
+        None
+    } else if let Some(client) = client.take() {
+        Some(client)
+    } else {
+        let connected = retrying(
+            policy,
+            deps.clock,
+            vec![()],
+            |_, _| async move { vec![((), connect(&config.acme, directory, config).await)] },
+            |(), failure, again| {
+                if let Again::After(wait) = again {
                     tracing::warn!(
                         "{}; trying again in {} s",
                         failure.message,
                         wait.as_secs_f64().ceil()
                     );
-                    tokio::time::sleep(wait).await;
-                    continue;
                 }
+            },
+        )
+        .await;
+        match connected.into_iter().next() {
+            Some(((), Ok(client))) => Some(client),
+            Some(((), Err(failure))) => {
                 for (cert, _) in &due {
                     issued.push((*cert, Err(failure.clone())));
                 }
-                break None;
+                None
             }
+            None => None,
         }
     };
     let currents: BTreeMap<String, Option<CertFile>> = due
@@ -350,9 +349,18 @@ pub async fn run(
                 .map(|(cert, file, _)| (cert.name.clone(), file.clone())),
         )
         .collect();
-    if let Some(client) = &client {
-        issued = order_primary(config, due, client, deps, request, directory, &currents).await;
-    }
+    let client = match client {
+        Some(client) => {
+            let certs = due.iter().map(|(cert, _)| *cert).collect();
+            let (results, client) = order_primary(
+                config, certs, client, deps, policy, request, directory, &currents,
+            )
+            .await;
+            issued = results;
+            client
+        }
+        None => None,
+    };
     let (issued, attempts) = fallback_stage(
         config,
         issued,
@@ -370,79 +378,87 @@ pub async fn run(
     .await
 }
 
-/// The primary CA's orders, with a new account when the CA forgot ours and, in one-shot
-/// runs, transient failures tried again.
+/// Loads (or registers) the account at `directory` and connects.
+async fn connect(
+    settings: &AcmeSettings,
+    directory: &str,
+    config: &Config,
+) -> Result<Arc<AcmeClient>, Failure> {
+    AcmeClient::connect(settings, directory, &config.state_dir, &save_secret)
+        .await
+        .map(Arc::new)
+        .map_err(Failure::from_connect)
+}
+
+/// The primary CA's orders, tried again as the retry policy says: after a new account when
+/// the CA forgot ours, and, in one-shot runs, after transient failures. Returns the results
+/// and the client the last orders went through (a new account's, after a registration).
+#[allow(clippy::too_many_arguments)]
 async fn order_primary<'c>(
     config: &'c Config,
-    due: Vec<(&'c CertificateSettings, Option<CertFile>)>,
-    client: &Arc<AcmeClient>,
+    certs: Vec<&'c CertificateSettings>,
+    client: Arc<AcmeClient>,
     deps: &Deps<'_>,
+    policy: Policy,
     request: &RenewRequest,
     directory: &str,
     currents: &BTreeMap<String, Option<CertFile>>,
-) -> Vec<(&'c CertificateSettings, Result<Stored, Failure>)> {
-    let mut issued = order_all(config, due, client, deps, request).await;
-    let gone: Vec<&CertificateSettings> = issued
-        .iter()
-        .filter(|(_, result)| matches!(result, Err(failure) if failure.account_gone))
-        .map(|(cert, _)| *cert)
-        .collect();
-    if !gone.is_empty() {
-        // Once per run: register a new account and try those orders again.
-        match crate::acme::forget_account(&config.state_dir, directory) {
-            Ok(aside) => tracing::warn!(
-                "the CA at {directory} no longer knows our account; moved its credentials to {} and registering a new one",
-                aside.display()
-            ),
-            Err(err) => tracing::warn!("cannot move the stale account aside: {err}"),
+) -> (
+    Vec<(&'c CertificateSettings, Result<Stored, Failure>)>,
+    Option<Arc<AcmeClient>>,
+) {
+    // `None` once the account was moved aside: the next round registers a new one.
+    let slot: Mutex<Option<Arc<AcmeClient>>> = Mutex::new(Some(client));
+    let slot = &slot;
+    let attempt = |certs: Vec<&'c CertificateSettings>, round: retry::Round| async move {
+        if round.new_account {
+            match crate::acme::forget_account(&config.state_dir, directory) {
+                Ok(aside) => tracing::warn!(
+                    "the CA at {directory} no longer knows our account; moved its credentials to {} and registering a new one",
+                    aside.display()
+                ),
+                Err(err) => tracing::warn!("cannot move the stale account aside: {err}"),
+            }
+            *slot.lock().unwrap_or_else(PoisonError::into_inner) = None;
         }
-        if let Ok(fresh) =
-            AcmeClient::connect(&config.acme, directory, &config.state_dir, &save_secret).await
-        {
-            let retry: Vec<(&CertificateSettings, Option<CertFile>)> = gone
-                .iter()
-                .map(|cert| (*cert, currents.get(&cert.name).cloned().flatten()))
-                .collect();
-            let retried = order_all(config, retry, &Arc::new(fresh), deps, request).await;
-            issued.retain(|(cert, _)| !gone.iter().any(|g| g.name == cert.name));
-            issued.extend(retried);
+        let current = slot.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        let client = match current {
+            Some(client) => client,
+            None => match connect(&config.acme, directory, config).await {
+                Ok(client) => {
+                    *slot.lock().unwrap_or_else(PoisonError::into_inner) = Some(client.clone());
+                    client
+                }
+                Err(failure) => {
+                    return certs
+                        .into_iter()
+                        .map(|cert| (cert, Err(failure.clone())))
+                        .collect();
+                }
+            },
+        };
+        let due = certs
+            .into_iter()
+            .map(|cert| (cert, currents.get(&cert.name).cloned().flatten()))
+            .collect();
+        order_all(config, due, &client, deps, request).await
+    };
+    let announce = |cert: &&CertificateSettings, failure: &Failure, again: Again| {
+        if let Again::After(wait) = again {
+            (deps.progress)(
+                &cert.name,
+                &format!(
+                    "{} failed ({}); trying again in {} s",
+                    failure.step,
+                    failure.message,
+                    wait.as_secs_f64().ceil()
+                ),
+            );
         }
-    }
-    if request.retry_transient {
-        for base in ONE_SHOT_RETRY_WAITS {
-            let now = OffsetDateTime::now_utc();
-            let retry: Vec<(&CertificateSettings, Duration)> = issued
-                .iter()
-                .filter_map(|(cert, result)| match result {
-                    Err(failure) => one_shot_wait(failure, base, now).map(|wait| {
-                        (deps.progress)(
-                            &cert.name,
-                            &format!(
-                                "{} failed ({}); trying again in {} s",
-                                failure.step,
-                                failure.message,
-                                wait.as_secs_f64().ceil()
-                            ),
-                        );
-                        (*cert, wait)
-                    }),
-                    Ok(_) => None,
-                })
-                .collect();
-            let Some(wait) = retry.iter().map(|(_, wait)| *wait).max() else {
-                break;
-            };
-            tokio::time::sleep(wait).await;
-            let again: Vec<(&CertificateSettings, Option<CertFile>)> = retry
-                .iter()
-                .map(|(cert, _)| (*cert, currents.get(&cert.name).cloned().flatten()))
-                .collect();
-            let retried = order_all(config, again, client, deps, request).await;
-            issued.retain(|(cert, _)| !retry.iter().any(|(r, _)| r.name == cert.name));
-            issued.extend(retried);
-        }
-    }
-    issued
+    };
+    let issued = retrying(policy, deps.clock, certs, attempt, announce).await;
+    let client = slot.lock().unwrap_or_else(PoisonError::into_inner).take();
+    (issued, client)
 }
 
 /// Records what the orders gave, deploys what was stored, and notes which CA each attempt
@@ -629,9 +645,9 @@ async fn fallback_stage<'c>(
             .iter()
             .map(|(cert, file, _)| (*cert, file.clone()))
             .collect();
-        match AcmeClient::connect(&settings, &ca.directory, &config.state_dir, &save_secret).await {
+        match connect(&settings, &ca.directory, config).await {
             Ok(client) => {
-                let results = order_all(plain, due, &Arc::new(client), deps, request).await;
+                let results = order_all(plain, due, &client, deps, request).await;
                 // `plain` lives only in this function: map back to the caller's settings.
                 for (cert, result) in results {
                     if let Some(original) = config.certificate(&cert.name) {
@@ -639,14 +655,8 @@ async fn fallback_stage<'c>(
                     }
                 }
             }
-            Err(err) => {
-                let failure = Failure {
-                    step: Step::Account,
-                    kind: err.kind,
-                    retry_after: err.retry_after.map(OffsetDateTime::from),
-                    account_gone: false,
-                    message: format!("fallback CA {}: {}", ca.directory, err.message),
-                };
+            Err(mut failure) => {
+                failure.message = format!("fallback CA {}: {}", ca.directory, failure.message);
                 for (cert, _) in due {
                     issued.push((cert, Err(failure.clone())));
                 }

@@ -7,7 +7,6 @@ use std::sync::Arc;
 
 use futures_util::StreamExt;
 use futures_util::stream;
-use time::OffsetDateTime;
 
 use super::check::{check_issued, dry_run_check};
 use super::lock::acquire_lock;
@@ -88,7 +87,7 @@ async fn order_and_store(
             cert,
             config.renew_before(cert),
             config.renewal.thresholds,
-            OffsetDateTime::now_utc(),
+            deps.clock.now(),
         );
         if !status.assessment.due {
             let renew_at = status.assessment.renew_at;
@@ -144,7 +143,7 @@ async fn order_and_store(
         .issue(&request, responders, &progress)
         .await
         .map_err(Failure::from_acme)?;
-    let now = OffsetDateTime::now_utc();
+    let now = deps.clock.now();
     let file = check_issued(&issued.chain_pem, &issued.key_pem, &cert.domains, now).map_err(
         |message| {
             Failure::new(
@@ -176,6 +175,7 @@ async fn order_and_store(
         serial: &serial,
         not_after,
         domains: &cert.domains,
+        issued_at: now,
     };
     let installed = deps
         .store

@@ -85,7 +85,7 @@ async fn verify_one(
     window: Duration,
     consecutive: u32,
 ) -> Result<(), String> {
-    let started = std::time::Instant::now();
+    let started = tokio::time::Instant::now();
     let mut delay = Duration::from_millis(50);
     let mut streak = 0u32;
     let mut last;
