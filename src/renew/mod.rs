@@ -23,6 +23,8 @@ mod order;
 mod record;
 mod retry;
 mod store;
+#[cfg(test)]
+mod tests;
 mod verify;
 
 use std::collections::BTreeMap;
