@@ -8,7 +8,8 @@
 # well-known types (etcd-client's build needs both); BIND 9 and its dig/nsupdate (the authoritative DNS of the dns-01 tests);
 # Prometheus' promtool (checks the alerting rules in docs/monitoring.md); Chromium (renders
 # the /status page in the tests); debootstrap and systemd-nspawn (a real systemd in a
-# container for the service test). Needs root or sudo only when something is missing.
+# container for the service test), dpkg-dev and binutils (scripts/build-deb.sh). Needs root
+# or sudo only when something is missing.
 set -euo pipefail
 missing=()
 command -v pebble >/dev/null 2>&1 && command -v pebble-challtestsrv >/dev/null 2>&1 || missing+=(pebble)
@@ -29,6 +30,9 @@ command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
 command -v systemd-nspawn >/dev/null 2>&1 || missing+=(systemd-container)
+# scripts/build-deb.sh (the .deb of the systemd end-to-end test): Depends from the binary, strip.
+command -v dpkg-shlibdeps >/dev/null 2>&1 || missing+=(dpkg-dev)
+command -v strip >/dev/null 2>&1 || missing+=(binutils)
 [ ${#missing[@]} -eq 0 ] && exit 0
 echo "installing ${missing[*]} (Debian packages) ..." >&2
 SUDO=""

@@ -33,5 +33,6 @@ mod soak;
 mod status_explains;
 mod status_page;
 use evercert_testkit as support;
+mod systemd_e2e;
 mod systemd_units;
 mod verify_sticks;
