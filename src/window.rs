@@ -248,6 +248,13 @@ mod tests {
 
     use super::*;
 
+    fn utc(text: &str) -> OffsetDateTime {
+        let format = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]");
+        time::PrimitiveDateTime::parse(text, format)
+            .unwrap()
+            .assume_utc()
+    }
+
     fn windows(specs: &[&str]) -> Windows {
         Windows::new(
             specs
@@ -259,78 +266,60 @@ mod tests {
 
     #[test]
     fn next_open_table() {
-        // (windows, at, next open)
-        let cases: Vec<(&[&str], OffsetDateTime, OffsetDateTime)> = vec![
-            // 2026-11-22 is a Sunday; Berlin is UTC+1 in winter.
+        // (windows, [(at, next open)]) in UTC; 2026-11-22 is a Sunday.
+        type Moments = &'static [(&'static str, &'static str)];
+        let cases: Vec<(&[&str], Moments)> = vec![
             (
                 &["Mon-Fri 09:00-17:00 Europe/Berlin"],
-                datetime!(2026-11-22 12:00 UTC),
-                datetime!(2026-11-23 08:00 UTC),
-            ),
-            (
-                &["Mon-Fri 09:00-17:00 Europe/Berlin"],
-                datetime!(2026-11-23 10:30 UTC),
-                datetime!(2026-11-23 10:30 UTC),
-            ),
-            // 16:00 UTC is 17:00 in Berlin: closed, open again Tuesday.
-            (
-                &["Mon-Fri 09:00-17:00 Europe/Berlin"],
-                datetime!(2026-11-23 16:00 UTC),
-                datetime!(2026-11-24 08:00 UTC),
-            ),
-            // Friday evening: next Monday.
-            (
-                &["Mon-Fri 09:00-17:00 Europe/Berlin"],
-                datetime!(2026-11-27 18:00 UTC),
-                datetime!(2026-11-30 08:00 UTC),
-            ),
-            // Summer time: UTC+2.
-            (
-                &["Mon-Fri 09:00-17:00 Europe/Berlin"],
-                datetime!(2026-07-04 12:00 UTC),
-                datetime!(2026-07-06 07:00 UTC),
-            ),
-            // Overnight, still open on the next morning.
-            (
-                &["Sat 22:00-06:00 UTC"],
-                datetime!(2026-11-22 05:00 UTC),
-                datetime!(2026-11-22 05:00 UTC),
+                &[
+                    // Berlin is UTC+1 in winter.
+                    ("2026-11-22 12:00", "2026-11-23 08:00"),
+                    ("2026-11-23 10:30", "2026-11-23 10:30"),
+                    // 16:00 UTC is 17:00 in Berlin: closed, open again Tuesday.
+                    ("2026-11-23 16:00", "2026-11-24 08:00"),
+                    // Friday evening: next Monday.
+                    ("2026-11-27 18:00", "2026-11-30 08:00"),
+                    // Summer time: UTC+2.
+                    ("2026-07-04 12:00", "2026-07-06 07:00"),
+                ],
             ),
             (
                 &["Sat 22:00-06:00 UTC"],
-                datetime!(2026-11-22 06:00 UTC),
-                datetime!(2026-11-28 22:00 UTC),
+                &[
+                    // Overnight, still open on the next morning.
+                    ("2026-11-22 05:00", "2026-11-22 05:00"),
+                    ("2026-11-22 06:00", "2026-11-28 22:00"),
+                ],
             ),
             // Wrapping day range and 24:00.
             (
                 &["Fri-Mon 00:00-24:00 America/New_York"],
-                datetime!(2026-11-25 12:00 UTC),
-                datetime!(2026-11-27 05:00 UTC),
+                &[("2026-11-25 12:00", "2026-11-27 05:00")],
             ),
             // Two windows: the earlier wins.
             (
                 &["Sat,Sun 10:00-12:00 UTC", "daily 03:00-04:00 Asia/Tokyo"],
-                datetime!(2026-11-22 12:30 UTC),
-                datetime!(2026-11-22 18:00 UTC),
+                &[("2026-11-22 12:30", "2026-11-22 18:00")],
             ),
-            // The spring gap: 02:30 does not exist on 2026-03-29 in Berlin; the window opens
-            // at 03:30 local (01:30 UTC).
             (
                 &["Sun 02:30-04:00 Europe/Berlin"],
-                datetime!(2026-03-28 12:00 UTC),
-                datetime!(2026-03-29 01:30 UTC),
-            ),
-            // The autumn fold: 02:30 happens twice on 2026-10-25; the first is 00:30 UTC.
-            (
-                &["Sun 02:30-04:00 Europe/Berlin"],
-                datetime!(2026-10-24 12:00 UTC),
-                datetime!(2026-10-25 00:30 UTC),
+                &[
+                    // The spring gap: 02:30 does not exist on 2026-03-29 in Berlin; the
+                    // window opens at 03:30 local (01:30 UTC).
+                    ("2026-03-28 12:00", "2026-03-29 01:30"),
+                    // The autumn fold: 02:30 happens twice on 2026-10-25; the first is
+                    // 00:30 UTC.
+                    ("2026-10-24 12:00", "2026-10-25 00:30"),
+                ],
             ),
         ];
-        for (specs, at, expected) in cases {
+        for (specs, moments) in cases {
             let windows = windows(specs);
-            assert_eq!(windows.next_open(at), expected, "{specs:?} at {at}");
-            assert_eq!(windows.is_open(at), expected == at, "{specs:?} at {at}");
+            for &(at, expected) in moments {
+                let (at, expected) = (utc(at), utc(expected));
+                assert_eq!(windows.next_open(at), expected, "{specs:?} at {at}");
+                assert_eq!(windows.is_open(at), expected == at, "{specs:?} at {at}");
+            }
         }
         assert_eq!(
             Windows::default().next_open(datetime!(2026-11-22 12:00 UTC)),

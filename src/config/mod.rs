@@ -45,27 +45,15 @@ const DEFAULT_FALLBACK_AFTER: Duration = Duration::days(1);
 /// history, with 6-day ones still a few weeks of rollbacks.
 const DEFAULT_ARCHIVE_KEEP: usize = 5;
 
+/// A configuration to build test cases on, for the tests of every module.
 #[cfg(test)]
-mod tests {
-    use std::path::{Path, PathBuf};
+pub(crate) mod testing {
+    use std::path::Path;
 
-    use super::parse::*;
-    use super::raw::*;
-    use super::*;
-    use crate::policy::RenewBefore;
+    use super::{Config, ConfigErrors, parse};
 
-    fn parse_text(text: &str) -> Result<Config, ConfigErrors> {
-        parse(text, Path::new("/etc/evercert/evercert.toml"))
-    }
-
-    fn errors(text: &str) -> Vec<ConfigError> {
-        match parse_text(text) {
-            Ok(_) => panic!("expected errors for:\n{text}"),
-            Err(ConfigErrors(errors)) => errors,
-        }
-    }
-
-    const MINIMAL: &str = r#"
+    /// One certificate and nothing else (8 lines, the first one empty).
+    pub(crate) const MINIMAL: &str = r#"
 [[certificate]]
 name = "shop"
 domains = ["shop.example.com"]
@@ -74,6 +62,29 @@ key_path = "/etc/tls/shop/privkey.pem"
 [certificate.http01]
 webroot = "/var/www/html"
 "#;
+
+    /// Parses `text` as the file /etc/evercert/evercert.toml.
+    pub(crate) fn parse_text(text: &str) -> Result<Config, ConfigErrors> {
+        parse(text, Path::new("/etc/evercert/evercert.toml"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::{Path, PathBuf};
+
+    use super::parse::*;
+    use super::raw::*;
+    use super::testing::{MINIMAL, parse_text};
+    use super::*;
+    use crate::policy::RenewBefore;
+
+    fn errors(text: &str) -> Vec<ConfigError> {
+        match parse_text(text) {
+            Ok(_) => panic!("expected errors for:\n{text}"),
+            Err(ConfigErrors(errors)) => errors,
+        }
+    }
 
     #[test]
     fn minimal_config_gets_the_defaults() {

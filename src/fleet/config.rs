@@ -299,25 +299,14 @@ mod tests {
     use std::path::Path;
     use std::time::Duration;
 
-    use crate::config::{Config, ConfigErrors, parse};
+    use crate::config::testing::{self, MINIMAL};
+    use crate::config::{Config, ConfigErrors};
 
-    const BASE: &str = r#"
-[acme]
-contact = ["mailto:ops@example.com"]
-[[certificate]]
-name = "shop"
-domains = ["shop.example.com"]
-cert_path = "/etc/tls/shop/fullchain.pem"
-key_path = "/etc/tls/shop/privkey.pem"
-[certificate.http01]
-webroot = "/var/www/html"
-"#;
-
+    /// A whole configuration ending in `cluster`: 10 lines before it.
     fn parse_text(cluster: &str) -> Result<Config, ConfigErrors> {
-        parse(
-            &format!("{BASE}{cluster}"),
-            Path::new("/etc/evercert/evercert.toml"),
-        )
+        testing::parse_text(&format!(
+            "\n[acme]\ncontact = [\"mailto:ops@example.com\"]{MINIMAL}{cluster}"
+        ))
     }
 
     #[test]
@@ -378,7 +367,7 @@ ack_timout = "5s"
                 .find(|error| error.message.contains(needle))
                 .unwrap_or_else(|| panic!("no error about {needle}: {text:#?}"))
         };
-        // BASE has 10 lines (with the leading empty one); [cluster] is line 12.
+        // 10 lines before the cluster text; [cluster] is line 12.
         assert_eq!(find("valid host name").line, 13);
         assert_eq!(find("not a client URL").line, 14);
         assert_eq!(find("must start with /").line, 15);
