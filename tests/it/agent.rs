@@ -145,7 +145,7 @@ fn agent_renews_a_due_certificate_alerts_serves_metrics_and_stops_on_sigterm() {
     let metrics_port = free_port();
     let alerts_log = setup.path().join("alerts.jsonl");
     setup.tail = format!(
-        "[alerts]\ncommand = \"cat >> {log}; echo >> {log}\"\n\n[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n",
+        "[alerts]\ncommand = \"printf '%s\\\\n' \\\"$(cat)\\\" >> {log}\"\n\n[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n",
         log = alerts_log.display()
     );
     setup.write_config(&[CertSpec::new("shop"), CertSpec::new("fresh")]);
@@ -260,7 +260,7 @@ fn agent_alerts_once_for_a_monitored_certificate_and_sees_it_replaced() {
     )
     .write_fullchain(&partner);
     setup.tail = format!(
-        "[alerts]\ncommand = \"cat >> {log}; echo >> {log}\"\n\n[[monitor]]\nname = \"partner\"\npath = \"{partner}\"\n",
+        "[alerts]\ncommand = \"printf '%s\\\\n' \\\"$(cat)\\\" >> {log}\"\n\n[[monitor]]\nname = \"partner\"\npath = \"{partner}\"\n",
         log = alerts_log.display(),
         partner = partner.display()
     );
@@ -373,7 +373,7 @@ fn agent_alerts_on_garbage_and_a_dead_endpoint_and_survives_a_hanging_alert_comm
     let endpoint = endpoint_server.endpoint();
     // The alert command records the alert, then hangs far beyond its 1 s timeout.
     setup.tail = format!(
-        "[alerts]\ncommand = \"cat >> {log}; echo >> {log}; sleep 60\"\ntimeout = \"1s\"\n\n[[monitor]]\nname = \"api\"\nendpoint = \"{endpoint}\"\n",
+        "[alerts]\ncommand = \"printf '%s\\\\n' \\\"$(cat)\\\" >> {log}; sleep 60\"\ntimeout = \"1s\"\n\n[[monitor]]\nname = \"api\"\nendpoint = \"{endpoint}\"\n",
         log = alerts_log.display()
     );
     setup.write_config(&[CertSpec::new("shop"), CertSpec::new("other")]);

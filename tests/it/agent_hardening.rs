@@ -67,7 +67,8 @@ fn plant_monitor(path: &Path, days_left: i64) {
 
 /// The alert command used below: appends each alert's JSON as one line to `log`.
 fn appending_command(log: &Path) -> String {
-    format!("cat >> {log}; echo >> {log}", log = log.display())
+    // One write per alert: `cat >> log; echo >> log` interleaves when two alerts go out at once.
+    format!("printf '%s\\n' \"$(cat)\" >> {log}", log = log.display())
 }
 
 #[test]

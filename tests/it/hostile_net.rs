@@ -305,7 +305,7 @@ fn a_webhook_stalling_its_body_does_not_stop_alert_delivery_and_its_secrets_stay
         ));
     }
     setup.tail = format!(
-        "[alerts]\ncommand = \"cat >> {log}; echo >> {log}\"\nwebhook = \"http://alice:hunter2@127.0.0.1:{port}/hooks?token=SECRET-TOKEN\"\ntimeout = \"1s\"\n\n{monitors}",
+        "[alerts]\ncommand = \"printf '%s\\\\n' \\\"$(cat)\\\" >> {log}\"\nwebhook = \"http://alice:hunter2@127.0.0.1:{port}/hooks?token=SECRET-TOKEN\"\ntimeout = \"1s\"\n\n{monitors}",
         log = alerts_log.display(),
         port = hook.port(),
     );
