@@ -92,6 +92,12 @@ impl Fleet {
         let Some(cert) = self.certificate(name).cloned() else {
             return Ok(CaughtUp::AlreadyCurrent);
         };
+        // This host holds the lock: its own pipeline is ordering or installing the version it
+        // publishes. Installing that version from the watch at the same time raced with it
+        // (two writers in one archive directory, one removing the other's temporary files).
+        if self.token(name).is_some() {
+            return Ok(CaughtUp::AlreadyCurrent);
+        }
         let (generation, _) = self.current(name).await.map_err(|err| err.to_string())?;
         let local = load_local(self.state_dir(), name);
         if generation == 0 || generation <= local.generation {

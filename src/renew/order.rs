@@ -81,15 +81,20 @@ async fn order_and_store(
         let (guard, waited) = acquire_lock(deps, name).await?;
         (Some(guard), waited)
     };
-    if waited && !request.force {
-        // The other evercert has most likely just renewed it: decide again on what is there.
+    if !request.force {
+        // Another evercert renewed it while this one waited for the lock, or installed a new
+        // version since this run decided (in fleet mode a host installs the version another
+        // host published while its own queue of orders is still running; ordering then would
+        // put a second order on the fleet): decide again on what is there.
         let status = inventory::inspect_managed(
             cert,
             config.renew_before(cert),
             config.renewal.thresholds,
             deps.clock.now(),
         );
-        if !status.assessment.due {
+        let replaced = current.map(|before| &before.leaf.serial)
+            != status.file.as_ref().map(|now| &now.leaf.serial);
+        if (waited || replaced) && !status.assessment.due {
             let renew_at = status.assessment.renew_at;
             (deps.progress)(
                 name,
