@@ -5,8 +5,23 @@
 # markdown report (also saved to target/bench/report.md). Takes about 5 minutes.
 # Flags go to the bench: --runs N --peer-runs N --files N --peers lego,certbot,uacme|none
 #   --skip-inventory --skip-issuance
+# The fleet section (issue 11, examples/bench_fleet.rs: three hosts x N due certificates
+# through a 3-member etcd) runs after it: --fleet-certs N (default 100), --skip-fleet,
+# --fleet-only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+fleet_certs=100
+run_bench=1
+bench_args=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --fleet-certs) fleet_certs="$2"; shift 2 ;;
+    --skip-fleet) fleet_certs=0; shift ;;
+    --fleet-only) run_bench=0; shift ;;
+    *) bench_args+=("$1"); shift ;;
+  esac
+done
 
 SUDO=""
 if [ "$(id -u)" != "0" ]; then SUDO="sudo"; fi
@@ -35,7 +50,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
   done
 fi
 
-cargo build --quiet --release --bin evercert --example bench
+cargo build --quiet --release --bin evercert --example bench --example bench_fleet
 
 # A quiet machine matters: wait (at most ~15 minutes) while the 1-minute load is above 1.5.
 for _ in $(seq 1 30); do
@@ -46,5 +61,12 @@ for _ in $(seq 1 30); do
 done
 
 mkdir -p target/bench
-target/release/examples/bench "$@" | tee target/bench/report.md
+: > target/bench/report.md
+if [ "$run_bench" = 1 ]; then
+  target/release/examples/bench "${bench_args[@]}" | tee -a target/bench/report.md
+fi
+if [ "$fleet_certs" != 0 ]; then
+  # A 3-member etcd, Pebble, three agents: fails (exit 1) on any order more or less than N.
+  target/release/examples/bench_fleet "$fleet_certs" | tee -a target/bench/report.md
+fi
 echo "report saved to target/bench/report.md" >&2
