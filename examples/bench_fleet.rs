@@ -31,9 +31,9 @@ use std::fmt::Write as _;
 use std::process::{Child, ExitCode};
 use std::time::{Duration, Instant};
 
+use evercert_testkit::certs;
 use evercert_testkit::evercert_binary;
 use fleet_bed::{FleetBed, HostCert, serial_of};
-use evercert_testkit::certs;
 
 const HOSTS: [&str; 3] = ["web-1", "web-2", "web-3"];
 /// The whole run must end within this; a stuck fleet fails the benchmark, it does not hang.
@@ -97,7 +97,11 @@ fn main() -> ExitCode {
     // Due (20 days left of 90, under the 1/3 rule), not yet worth an alert: a fleet's usual
     // renewal, without 300 alert commands in the figures.
     bed.extra = "[renewal]\nwarn_before = \"10d\"\ncritical_before = \"3d\"\n\n".into();
-    eprintln!("fleet bench: {} hosts × {count} certificates in {}", HOSTS.len(), bed.path().display());
+    eprintln!(
+        "fleet bench: {} hosts × {count} certificates in {}",
+        HOSTS.len(),
+        bed.path().display()
+    );
 
     let names: Vec<String> = (0..count).map(|index| format!("site{index:03}")).collect();
     let old_ca = certs::TestCa::new();
@@ -196,7 +200,10 @@ fn main() -> ExitCode {
         serials.insert(on_hosts[0].clone());
     }
     if serials.len() != count {
-        failures.push(format!("{} distinct serials for {count} names", serials.len()));
+        failures.push(format!(
+            "{} distinct serials for {count} names",
+            serials.len()
+        ));
     }
     let published: Vec<usize> = HOSTS
         .iter()
@@ -256,7 +263,10 @@ fn main() -> ExitCode {
     let _ = writeln!(
         report,
         "\nLoad average at the start: {}; {} CPUs.",
-        load.split_whitespace().take(3).collect::<Vec<_>>().join(" "),
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" "),
         std::thread::available_parallelism().map_or(0, std::num::NonZero::get)
     );
     print!("{report}");

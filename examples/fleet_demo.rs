@@ -20,8 +20,8 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use evercert_testkit::evercert_binary;
-use fleet_bed::{FleetBed, HostCert, served_serial};
 use evercert_testkit::{certs, webserver};
+use fleet_bed::{FleetBed, HostCert, served_serial};
 
 const HOSTS: [&str; 3] = ["web-1", "web-2", "web-3"];
 /// Generous for a loaded 2-core machine; on a quiet one it takes a few seconds.
@@ -33,7 +33,10 @@ fn main() -> ExitCode {
     let bed = FleetBed::start(&binary);
     println!("working in {}", bed.path().display());
     println!("etcd (3 members): {}", bed.etcd.endpoints().join(", "));
-    println!("Pebble: {} (behind a proxy that counts orders)", bed.pebble.directory_url());
+    println!(
+        "Pebble: {} (behind a proxy that counts orders)",
+        bed.pebble.directory_url()
+    );
 
     let old_ca = certs::TestCa::new();
     let mut servers = Vec::new();
@@ -74,14 +77,19 @@ fn main() -> ExitCode {
     let started = Instant::now();
     let mut agents: Vec<_> = HOSTS.iter().map(|host| bed.spawn_agent(host)).collect();
 
-    let endpoints: Vec<String> = servers.iter().map(webserver::FileTlsServer::endpoint).collect();
+    let endpoints: Vec<String> = servers
+        .iter()
+        .map(webserver::FileTlsServer::endpoint)
+        .collect();
     let mut served: Vec<Option<String>> = vec![None; HOSTS.len()];
     let converged = loop {
         for (index, endpoint) in endpoints.iter().enumerate() {
             served[index] = served_serial(&binary, endpoint);
         }
         let first = served[0].clone();
-        if first.as_ref().is_some_and(|serial| !planted.contains(serial))
+        if first
+            .as_ref()
+            .is_some_and(|serial| !planted.contains(serial))
             && served.iter().all(|serial| *serial == first)
         {
             break true;
@@ -124,7 +132,9 @@ fn main() -> ExitCode {
     let orders = bed.orders();
     println!("\norders the CA finalized: {orders}");
     if orders != 1 {
-        failures.push(format!("expected exactly one order, the CA finalized {orders}"));
+        failures.push(format!(
+            "expected exactly one order, the CA finalized {orders}"
+        ));
     }
     for host in HOSTS {
         let log = std::fs::read_to_string(bed.host_dir(host).join("agent.log")).unwrap_or_default();
@@ -148,7 +158,14 @@ fn main() -> ExitCode {
             let log =
                 std::fs::read_to_string(bed.host_dir(host).join("agent.log")).unwrap_or_default();
             eprintln!("--- {host}/agent.log (last lines)");
-            for line in log.lines().rev().take(15).collect::<Vec<_>>().into_iter().rev() {
+            for line in log
+                .lines()
+                .rev()
+                .take(15)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+            {
                 eprintln!("{line}");
             }
         }
