@@ -396,9 +396,54 @@ fn cmd_config_check(path: &Path) -> u8 {
         for warning in crate::import::nginx_test_warnings(config) {
             eprintln!("{warning}");
         }
+        if let Some(profile) = &config.acme.profile {
+            check_profile_offered(path, &config.acme, profile);
+        }
         0
     })
 }
+
+/// Asks the CA whether it offers the configured profile: the one network question
+/// `config check` asks, and only when `profile` is set. A "no" or an unreachable CA is a
+/// warning (exit 0): the configuration is valid, and the first order would fail with the
+/// same words.
+fn check_profile_offered(path: &Path, acme: &config::AcmeSettings, profile: &str) {
+    let directory = &acme.directory;
+    let asked = runtime()
+        .map_err(|err| err.to_string())
+        .and_then(|runtime| {
+            runtime
+                .block_on(async {
+                    tokio::time::timeout(
+                        PROFILE_CHECK_TIMEOUT,
+                        crate::acme::offered_profiles(acme, directory),
+                    )
+                    .await
+                })
+                .map_err(|_| format!("no answer within {} s", PROFILE_CHECK_TIMEOUT.as_secs()))
+                .and_then(|answer| answer.map_err(|err| err.message))
+        });
+    match asked {
+        Ok(offered) => {
+            let offered: Vec<&str> = offered.iter().map(String::as_str).collect();
+            match crate::acme::profile_not_offered(profile, directory, &offered) {
+                None => {
+                    println!("[acme] profile = \"{profile}\" is offered by the CA at {directory}");
+                }
+                Some(problem) => eprintln!(
+                    "warning: {}: {problem}; every order would fail until then",
+                    path.display()
+                ),
+            }
+        }
+        Err(why) => eprintln!(
+            "warning: cannot ask the CA at {directory} whether it offers [acme] profile = \"{profile}\": {why}; the first order will fail if it does not"
+        ),
+    }
+}
+
+/// How long `config check` waits for the CA's directory.
+const PROFILE_CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
 
 fn print_json(entries: &[Entry]) -> bool {
     match serde_json::to_string_pretty(entries) {

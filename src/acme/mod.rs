@@ -46,6 +46,64 @@ const ORDER_TIMEOUT: Duration = Duration::from_secs(120);
 /// under a second instead of at [`ORDER_TIMEOUT`].
 const POLLS_BEFORE_AUTHZ_CHECK: u32 = 3;
 
+/// What is wrong when `profile` is set and the directory at `directory` does not offer it
+/// (`offered`: the names in its `meta.profiles`); `None` when it does.
+pub fn profile_not_offered(profile: &str, directory: &str, offered: &[&str]) -> Option<String> {
+    if offered.contains(&profile) {
+        return None;
+    }
+    let what = if offered.is_empty() {
+        "offers no profiles".to_owned()
+    } else {
+        format!("offers only {}", offered.join(", "))
+    };
+    Some(format!(
+        "[acme] profile = \"{profile}\" is set, but the CA at {directory} {what}; remove `profile` or set one the CA offers"
+    ))
+}
+
+/// The profile names the CA's directory offers (`meta.profiles`), without an account: one
+/// GET of the directory, bounded in time and size like every request to the CA. For
+/// `config check`; orders read them from the directory instant-acme fetched.
+pub async fn offered_profiles(
+    settings: &crate::config::AcmeSettings,
+    directory: &str,
+) -> Result<Vec<String>, AcmeError> {
+    use instant_acme::{BodyWrapper, HttpClient as _};
+    let http = http::build_http(settings, directory)?;
+    let has_bundle = settings.ca_bundle.is_some();
+    let request = ::http::Request::get(directory)
+        .body(BodyWrapper::from(Vec::new()))
+        .map_err(|err| {
+            AcmeError::permanent(format!(
+                "[acme] directory {directory} is not a URL evercert can ask: {err}"
+            ))
+        })?;
+    let mut response = http
+        .request(request)
+        .await
+        .map_err(|err| classify(err, Operation::Directory, directory, has_bundle))?;
+    // Already read (and capped) by `CaHttp`: this only hands the bytes over.
+    let body = response.body.into_bytes().await.map_err(|err| {
+        AcmeError::local(
+            FailureKind::Transient,
+            format!("reading the directory {directory} failed: {err}"),
+        )
+    })?;
+    let document: serde_json::Value = serde_json::from_slice(&body).map_err(|err| {
+        AcmeError::permanent(format!(
+            "the answer from {directory} is not an ACME directory ({err}); check [acme] directory"
+        ))
+    })?;
+    let mut names: Vec<String> = document
+        .pointer("/meta/profiles")
+        .and_then(serde_json::Value::as_object)
+        .map(|profiles| profiles.keys().cloned().collect())
+        .unwrap_or_default();
+    names.sort();
+    Ok(names)
+}
+
 /// A connection to one CA with one account.
 pub struct AcmeClient {
     account: Account,
@@ -172,18 +230,10 @@ impl AcmeClient {
             return Ok(());
         };
         let offered: Vec<&str> = self.account.profiles().map(|meta| meta.name).collect();
-        if offered.contains(&profile) {
-            return Ok(());
+        match profile_not_offered(profile, &self.directory, &offered) {
+            None => Ok(()),
+            Some(problem) => Err(AcmeError::permanent(format!("{}: {problem}", request.name))),
         }
-        let what = if offered.is_empty() {
-            "offers no profiles".to_owned()
-        } else {
-            format!("offers only {}", offered.join(", "))
-        };
-        Err(AcmeError::permanent(format!(
-            "{}: [acme] profile = \"{profile}\" is set, but the CA at {} {what}; remove `profile` or set one the CA offers",
-            request.name, self.directory
-        )))
     }
 
     async fn issue_once(
@@ -684,4 +734,30 @@ fn is_validation_answer(problem: &instant_acme::Problem) -> bool {
         .iter()
         .any(|suffix| kind.ends_with(suffix));
     !request_level && problem.status.is_none_or(|status| status < 500)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_profile_is_checked_against_what_the_directory_offers() {
+        let dir = "https://ca.test/dir";
+        assert_eq!(
+            profile_not_offered("tlsserver", dir, &["classic", "tlsserver"]),
+            None
+        );
+        assert_eq!(
+            profile_not_offered("shortlived", dir, &[]).as_deref(),
+            Some(
+                "[acme] profile = \"shortlived\" is set, but the CA at https://ca.test/dir offers no profiles; remove `profile` or set one the CA offers"
+            )
+        );
+        assert!(
+            profile_not_offered("shortlived", dir, &["classic", "tlsserver"])
+                .is_some_and(|problem| problem.contains("offers only classic, tlsserver"))
+        );
+        // Names are compared exactly: a CA's profile names are case-sensitive.
+        assert!(profile_not_offered("TLSServer", dir, &["tlsserver"]).is_some());
+    }
 }

@@ -499,3 +499,99 @@ fn an_account_deactivated_elsewhere_is_registered_again() {
     let shown = setup.run(&["account", "show"]);
     assert_eq!(shown.code, 0, "{shown}");
 }
+
+/// The agent replaces a certificate `evercert revoke` revoked, without `--force`: status
+/// says it is due (reason `revoked`), never `ok`, until the replacement is live.
+#[test]
+fn the_agent_replaces_a_certificate_evercert_revoked() {
+    let setup = Setup::with(PebbleOptions::default());
+    setup.write_config(&[CertSpec::new("shop")]);
+    let first = setup.run(&["renew"]);
+    assert_eq!(first.code, 0, "{first}");
+    let revoked = crate::agent::serial_of(&setup.cert_path("shop")).expect("a serial");
+
+    let run = setup.run(&["revoke", "shop", "--reason", "keyCompromise"]);
+    assert_eq!(run.code, 0, "{run}");
+    let status = setup.run(&["status", "--json"]);
+    let entries: Vec<Value> = serde_json::from_str(&status.stdout).expect("status --json");
+    let shop = entry(&entries, "shop");
+    assert_eq!(shop["state"], "due", "{shop}");
+    assert_eq!(shop["renew_reason"], "revoked", "{shop}");
+
+    let agent = crate::agent::Running::start(&setup);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while crate::agent::serial_of(&setup.cert_path("shop")).is_none_or(|serial| serial == revoked) {
+        assert!(
+            Instant::now() < deadline,
+            "the agent did not replace the revoked certificate:\n{}",
+            agent.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let status = setup.run(&["status", "--json"]);
+    let entries: Vec<Value> = serde_json::from_str(&status.stdout).expect("status --json");
+    let shop = entry(&entries, "shop");
+    assert_eq!(shop["state"], "ok", "{shop}");
+    assert_ne!(shop["renew_reason"], "revoked", "{shop}");
+    // Replaced once: the agent does not keep ordering for the old revocation.
+    let replacement = crate::agent::serial_of(&setup.cert_path("shop"));
+    std::thread::sleep(Duration::from_secs(2));
+    let log = agent.log();
+    assert_eq!(log.matches("shop: ordering").count(), 1, "{log}");
+    assert_eq!(
+        crate::agent::serial_of(&setup.cert_path("shop")),
+        replacement
+    );
+    let (code, _) = agent.stop();
+    assert_eq!(code, 0);
+}
+
+/// `config check` asks the CA about a configured `profile` (and about nothing else): Pebble
+/// 2.4 offers no profiles, so it warns with the CA's URL and the fix; exit 0, the
+/// configuration itself is valid. A CA it cannot reach is a warning too.
+#[test]
+fn config_check_warns_when_the_ca_does_not_offer_the_profile() {
+    let (mut setup, proxy) = pebble_behind_proxy();
+    let quiet = setup.run(&["config", "check"]);
+    assert_eq!(quiet.code, 0, "{quiet}");
+    assert_eq!(
+        proxy.count(proxy.directory_path()),
+        0,
+        "{}",
+        proxy.describe()
+    );
+
+    setup.acme_extra = "profile = \"shortlived\"\n".into();
+    setup.write_config(&[CertSpec::new("shop")]);
+    let run = setup.run(&["config", "check"]);
+    assert_eq!(run.code, 0, "{run}");
+    assert!(
+        run.stderr.contains(&format!(
+            "[acme] profile = \"shortlived\" is set, but the CA at {} offers no profiles; remove `profile` or set one the CA offers",
+            proxy.directory_url()
+        )),
+        "{run}"
+    );
+    assert!(
+        run.stderr
+            .contains(&setup.config_path().display().to_string()),
+        "{run}"
+    );
+    assert_eq!(
+        proxy.count(proxy.directory_path()),
+        1,
+        "{}",
+        proxy.describe()
+    );
+
+    proxy.set_fault_on(proxy.directory_path(), Fault::Status(503));
+    let down = setup.run(&["config", "check"]);
+    assert_eq!(down.code, 0, "{down}");
+    assert!(
+        down.stderr.contains(&format!(
+            "cannot ask the CA at {} whether it offers [acme] profile = \"shortlived\"",
+            proxy.directory_url()
+        )) && down.stderr.contains("503"),
+        "{down}"
+    );
+}
