@@ -1,9 +1,10 @@
 //! The Debian package under a real systemd (issue 14, item 7): build the `.deb` with
 //! `scripts/build-deb.sh` from the binary under test, boot systemd in a container, install
 //! it with dpkg and look at what an operator meets there — the template refusing to run,
-//! READY, a renewal that reloads nginx through the sandbox, SIGHUP with a bad configuration,
-//! the watchdog, journald priorities and plain-text messages, the timer's one-shot seen by
-//! the running agent at once, and removal leaving no failed unit.
+//! READY, a renewal that reloads nginx through the sandbox, the idle line, the sandbox's
+//! exposure score, SIGHUP with a bad configuration, journald priorities and plain-text
+//! messages, an upgrade in place, the timer's one-shot seen by the running agent at once,
+//! the watchdog feeding and restarting a hung agent, and removal leaving no failed unit.
 //!
 //! The container boots the machine's own OS (systemd is installed by scripts/ensure-deps.sh)
 //! on a throw-away overlay: an overlayfs with `/` as its read-only lower layer and a tmpfs
@@ -19,7 +20,7 @@
 //! point for CI), reuses the Pebble fixture and certificate minting, and packages the exact
 //! binary cargo just built. It needs root, `systemd-nspawn` (Debian `systemd-container`),
 //! nsenter/unshare (util-linux), dpkg-deb, dpkg-shlibdeps and strip; it fails, never skips,
-//! without them. About 30-60 s on a loaded 2-core machine.
+//! without them. About 35 s alone, 45-60 s on a loaded 2-core machine.
 
 use std::fs;
 use std::net::SocketAddr;
@@ -455,7 +456,7 @@ fn the_deb_under_a_real_systemd() {
     );
     let errors = container.ok("journalctl -u evercert.service -p err -o cat --no-pager");
     assert!(errors.contains("packaged template"), "{errors}");
-    std::thread::sleep(Duration::from_secs(1));
+    // "failed", not "activating (auto-restart)": RestartPreventExitStatus=2 holds.
     assert_eq!(container.property("evercert.service", "NRestarts"), "0");
     let accounts = container.path("/var/lib/evercert/accounts");
     assert!(
@@ -568,6 +569,23 @@ fn the_deb_under_a_real_systemd() {
         "nginx was not reloaded through systemd:\n{nginx_log}"
     );
 
+    // The idle agent says what comes next, so idle is told from hung.
+    wait_for(Duration::from_secs(30), "the idle line", || {
+        container
+            .sh_text("journalctl -u evercert.service -o cat --no-pager")
+            .contains("nothing due; next: ")
+    });
+    // The sandbox as loaded, with the drop-in: the score systemd/README.md states.
+    let security = container.sh_text("systemd-analyze security evercert.service --no-pager");
+    let exposure = security
+        .lines()
+        .find_map(|line| line.split_once("evercert.service: "))
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .and_then(|score| score.parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("no exposure level in:\n{security}"));
+    assert!(exposure <= 2.2, "exposure {exposure}:\n{security}");
+    eprintln!("e2e: systemd-analyze security evercert.service (with the drop-in): {exposure}");
+
     // --- SIGHUP with a bad configuration: an ERROR in the journal, the agent stays ------------
     let watchdog_before = container.property("evercert.service", "WatchdogTimestampMonotonic");
     let good = fs::read_to_string(container.path("/etc/evercert/evercert.toml")).unwrap();
@@ -616,6 +634,26 @@ fn the_deb_under_a_real_systemd() {
     assert!(
         errors.contains("the new configuration is invalid"),
         "journalctl -p err:\n{errors}"
+    );
+
+    // --- An upgrade in place: the agent restarted on the new binary, the edits kept ------
+    let pid_before = container.property("evercert.service", "MainPID");
+    container.ok("dpkg -i /root/evercert.deb");
+    assert_eq!(
+        container.property("evercert.service", "ActiveState"),
+        "active"
+    );
+    let pid_after = container.property("evercert.service", "MainPID");
+    assert_ne!(pid_after, pid_before, "postinst did not restart the agent");
+    assert_eq!(
+        fs::read_to_string(container.path("/etc/evercert/evercert.toml")).unwrap(),
+        good,
+        "the upgrade changed the edited configuration"
+    );
+    assert!(
+        container
+            .path("/etc/systemd/system/evercert.service.d/override.conf")
+            .exists()
     );
 
     // --- The timer's one-shot renewal, seen by the running agent at once ------------------
@@ -677,6 +715,34 @@ fn the_deb_under_a_real_systemd() {
     );
 
     eprintln!("e2e: timer renewal seen: {:?}", started.elapsed());
+
+    // --- A hung agent: systemd's watchdog kills and restarts it -------------------------
+    // A short watchdog for the test (the unit's 5 min would make it a 5-minute test); a
+    // stopped process sends no WATCHDOG=1, like a main loop stuck on something.
+    container.write(
+        "/run/systemd/system/evercert.service.d/watchdog.conf",
+        "[Service]\nWatchdogSec=6s\nRestartSec=1s\n",
+        0o644,
+    );
+    container.ok("systemctl daemon-reload && systemctl restart evercert.service");
+    let hung = container.property("evercert.service", "MainPID");
+    container.ok(&format!("kill -STOP {hung}"));
+    wait_for(
+        Duration::from_secs(90),
+        "systemd to restart the hung agent",
+        || {
+            container.property("evercert.service", "ActiveState") == "active"
+                && container.property("evercert.service", "MainPID") != hung
+        },
+    );
+    let systemd_says = container.ok("journalctl -u evercert.service -o cat --no-pager");
+    assert!(
+        systemd_says.contains("Watchdog timeout"),
+        "restarted, but not by the watchdog:\n{systemd_says}"
+    );
+    assert_ne!(container.property("evercert.service", "NRestarts"), "0");
+    eprintln!("e2e: watchdog restart seen: {:?}", started.elapsed());
+
     // --- Removal: a failed unit before, none after ---------------------------------------
     container.write(
         "/run/systemd/system/evercert-renew.service.d/force.conf",
