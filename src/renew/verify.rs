@@ -89,6 +89,8 @@ async fn verify_one(
     let mut delay = Duration::from_millis(50);
     let mut streak = 0u32;
     let mut last;
+    // The last other serial seen, so that a streak cut short by the deadline still names it.
+    let mut other_serial: Option<String> = None;
     loop {
         let wait = match probe::probe(endpoint, server_name, roots.clone(), Duration::from_secs(5))
             .await
@@ -98,8 +100,12 @@ async fn verify_one(
                 if streak >= consecutive.max(1) {
                     return Ok(());
                 }
+                let before = other_serial
+                    .as_deref()
+                    .map(|other| format!(" (the connection before got serial {other})"))
+                    .unwrap_or_default();
                 last = format!(
-                    "{endpoint} served serial {serial} on {streak} connection{} in a row, not yet {consecutive}",
+                    "{endpoint} served serial {serial} on {streak} connection{} in a row, not yet {consecutive}{before}",
                     if streak == 1 { "" } else { "s" }
                 );
                 VERIFY_SPACING
@@ -112,11 +118,14 @@ async fn verify_one(
                 };
                 streak = 0;
                 last = match other {
-                    Ok(served) => format!(
-                        "{endpoint} {before}still serves serial {} (expires {})",
-                        served.file.leaf.serial,
-                        rfc3339(served.file.leaf.not_after)
-                    ),
+                    Ok(served) => {
+                        other_serial = Some(served.file.leaf.serial.clone());
+                        format!(
+                            "{endpoint} {before}still serves serial {} (expires {})",
+                            served.file.leaf.serial,
+                            rfc3339(served.file.leaf.not_after)
+                        )
+                    }
                     Err(err) => format!("{before}{err}"),
                 };
                 let wait = delay;

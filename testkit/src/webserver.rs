@@ -1,12 +1,14 @@
 //! A stand-in for nginx: a TLS server on loopback that serves whatever key and certificate
 //! are at two paths. `Reload::OnEveryHandshake` re-reads them for each connection (like a
 //! server reloaded at once); `Reload::Never` keeps what it read at start (a reload that did
-//! not take, for testing evercert's verify-and-roll-back).
+//! not take, for testing evercert's verify-and-roll-back); `Reload::Lingering` alternates the
+//! pair it read at start and the new one on successive connections once the files change,
+//! like the old workers of a graceful nginx reload, until it settles (or never).
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -19,6 +21,19 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 pub enum Reload {
     OnEveryHandshake,
     Never,
+    /// Once the files hold another pair, connections alternate between the pair read at
+    /// start and the new one (the first gets the old one), for `settle_after` connections
+    /// (`None`: forever); after that only the new one is served.
+    Lingering {
+        settle_after: Option<usize>,
+    },
+}
+
+/// Which pair one connection got, in `Reload::Lingering` mode, after the files changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Served {
+    Old,
+    New,
 }
 
 #[derive(Debug)]
@@ -26,6 +41,35 @@ struct FileResolver {
     cert_path: PathBuf,
     key_path: PathBuf,
     fixed: Option<Arc<CertifiedKey>>,
+    lingering: Option<Lingering>,
+}
+
+#[derive(Debug)]
+struct Lingering {
+    old: Arc<CertifiedKey>,
+    settle_after: Option<usize>,
+    served: Arc<Mutex<Vec<Served>>>,
+}
+
+impl Lingering {
+    fn choose(&self, new: Arc<CertifiedKey>) -> Arc<CertifiedKey> {
+        if new.cert == self.old.cert {
+            return new;
+        }
+        let mut served = self.served.lock().unwrap_or_else(PoisonError::into_inner);
+        let n = served.len();
+        let settled = self.settle_after.is_some_and(|settle| n >= settle);
+        let pick = if settled || n % 2 == 1 {
+            Served::New
+        } else {
+            Served::Old
+        };
+        served.push(pick);
+        match pick {
+            Served::New => new,
+            Served::Old => self.old.clone(),
+        }
+    }
 }
 
 fn load(cert_path: &Path, key_path: &Path) -> Option<Arc<CertifiedKey>> {
@@ -42,9 +86,12 @@ fn load(cert_path: &Path, key_path: &Path) -> Option<Arc<CertifiedKey>> {
 
 impl ResolvesServerCert for FileResolver {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        match &self.fixed {
-            Some(fixed) => Some(fixed.clone()),
-            None => load(&self.cert_path, &self.key_path),
+        match (&self.fixed, &self.lingering) {
+            (Some(fixed), _) => Some(fixed.clone()),
+            (None, Some(lingering)) => {
+                load(&self.cert_path, &self.key_path).map(|new| lingering.choose(new))
+            }
+            (None, None) => load(&self.cert_path, &self.key_path),
         }
     }
 }
@@ -52,20 +99,32 @@ impl ResolvesServerCert for FileResolver {
 /// The running server; stops when dropped.
 pub struct FileTlsServer {
     addr: SocketAddr,
+    served: Arc<Mutex<Vec<Served>>>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl FileTlsServer {
     pub fn start(cert_path: &Path, key_path: &Path, reload: Reload) -> Self {
-        let fixed = match reload {
-            Reload::Never => Some(load(cert_path, key_path).expect("the initial pair must load")),
-            Reload::OnEveryHandshake => None,
+        let initial = || load(cert_path, key_path).expect("the initial pair must load");
+        let served = Arc::new(Mutex::new(Vec::new()));
+        let (fixed, lingering) = match reload {
+            Reload::Never => (Some(initial()), None),
+            Reload::OnEveryHandshake => (None, None),
+            Reload::Lingering { settle_after } => {
+                let lingering = Lingering {
+                    old: initial(),
+                    settle_after,
+                    served: served.clone(),
+                };
+                (None, Some(lingering))
+            }
         };
         let resolver = Arc::new(FileResolver {
             cert_path: cert_path.to_owned(),
             key_path: key_path.to_owned(),
             fixed,
+            lingering,
         });
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let config = rustls::ServerConfig::builder_with_provider(provider)
@@ -106,6 +165,7 @@ impl FileTlsServer {
         });
         Self {
             addr,
+            served,
             stop,
             thread: Some(thread),
         }
@@ -113,6 +173,14 @@ impl FileTlsServer {
 
     pub fn endpoint(&self) -> String {
         self.addr.to_string()
+    }
+
+    /// `Reload::Lingering`: which pair each connection got since the files changed.
+    pub fn served_after_change(&self) -> Vec<Served> {
+        self.served
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 }
 
