@@ -116,6 +116,7 @@ impl Renewer for PipelineRenewer {
                 state: &state,
                 progress: &progress,
                 clock: &clock,
+                fanout: None,
             };
             // No retries inside a run: the agent's own backoff schedules the next attempt. Not
             // forced: the pipeline takes the same decision (`decision::decide`), and a due

@@ -243,18 +243,24 @@ impl Alerter {
         let Ok(json) = serde_json::to_vec(alert) else {
             return;
         };
+        self.deliver_json(&alert.name, &json).await;
+    }
+
+    /// Delivers an alert already in JSON (fleet mode's own events, `crate::fleet`) to the
+    /// command and the webhook; `name` is the certificate, for error messages.
+    pub async fn deliver_json(&self, name: &str, json: &[u8]) {
         let timeout = self
             .settings
             .timeout
             .unsigned_abs()
             .max(Duration::from_secs(1));
         if let Some(command) = &self.settings.command
-            && let Err(err) = hooks::run_with_input(command, &[], &[], Some(&json), timeout).await
+            && let Err(err) = hooks::run_with_input(command, &[], &[], Some(json), timeout).await
         {
-            tracing::error!("alert command failed for {}: {err}", alert.name);
+            tracing::error!("alert command failed for {name}: {err}");
         }
         if let Some(webhook) = &self.settings.webhook {
-            self.post(webhook, &json, timeout, &alert.name).await;
+            self.post(webhook, json, timeout, name).await;
         }
     }
 

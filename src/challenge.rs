@@ -5,11 +5,17 @@
 //! Responders are shared per listen address within one run, so twenty certificates renewed
 //! together use one port-80 listener; it is bound only while a run needs it and closed when
 //! the last user drops it. Whatever is presented is cleaned up, on success and on failure.
+//!
+//! In a fleet the CA may ask any host behind the load balancer: a [`ChallengeFanout`] makes
+//! each http-01 token available on the other hosts too, and waits until they serve it, before
+//! the CA is told to validate. A single host has none, and nothing changes for it.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, Weak};
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -88,6 +94,33 @@ pub enum ChallengeError {
     Propagation(Box<Dns01Error>),
     #[error("cannot build the tls-alpn-01 certificate for {domain}: {message}")]
     AlpnCertificate { domain: String, message: String },
+    #[error(
+        "cannot share the http-01 token with the fleet: {message}; the CA was not asked to validate, the next attempt orders again"
+    )]
+    Fanout { message: String },
+}
+
+type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Makes this host's http-01 tokens available on every other host of a fleet (the etcd
+/// backend is `crate::fleet::fanout`), so the CA may ask any host behind the load balancer.
+pub trait ChallengeFanout: Send + Sync + std::fmt::Debug {
+    /// Publishes the token of `response` for certificate `name`; every other host serves it.
+    fn publish<'a>(
+        &'a self,
+        name: &'a str,
+        response: &'a ChallengeResponse,
+    ) -> BoxFuture<'a, Result<(), String>>;
+    /// Waits, bounded, until every live host answered that it serves `tokens` (or could
+    /// not); a line saying who serves them, for the progress output.
+    fn await_acks<'a>(
+        &'a self,
+        name: &'a str,
+        tokens: &'a [String],
+    ) -> BoxFuture<'a, Result<String, String>>;
+    /// Withdraws `token` from every host. Failures are logged (the token dies with the
+    /// holder's lease anyway).
+    fn withdraw<'a>(&'a self, token: &'a str) -> BoxFuture<'a, ()>;
 }
 
 impl ChallengeError {
@@ -126,6 +159,11 @@ pub enum Presented {
         responder: Arc<AlpnResponder>,
         domain: String,
     },
+    /// An http-01 token shared with the other hosts of a fleet.
+    Shared {
+        fanout: Arc<dyn ChallengeFanout>,
+        token: String,
+    },
 }
 
 /// Shared responders of one run, keyed by listen address. They stay bound until the run
@@ -137,7 +175,13 @@ pub struct Responders {
     alpn: Mutex<HashMap<SocketAddr, Arc<AlpnResponder>>>,
     /// Where RFC 2136 updates are noted until deleted (`state_dir/dns01`).
     dns_journal: Option<journal::Journal>,
+    /// In a fleet: shares http-01 tokens with the other hosts.
+    fanout: Option<Arc<dyn ChallengeFanout>>,
 }
+
+/// The http-01 responders bound in this process, by address: the fleet's token watcher and
+/// a renewal in the same process share one listener instead of failing each other's bind.
+static HTTP_RESPONDERS: Mutex<Vec<(SocketAddr, Weak<HttpResponder>)>> = Mutex::new(Vec::new());
 
 impl Responders {
     /// Responders whose RFC 2136 records are noted in `state_dir`, so that a killed run's
@@ -149,11 +193,32 @@ impl Responders {
         }
     }
 
+    /// These responders, sharing http-01 tokens through `fanout` when given.
+    pub fn with_fanout(mut self, fanout: Option<Arc<dyn ChallengeFanout>>) -> Self {
+        self.fanout = fanout;
+        self
+    }
+
     async fn http(&self, addr: SocketAddr) -> Result<Arc<HttpResponder>, ChallengeError> {
         if let Some(existing) = lock(&self.http).get(&addr) {
             return Ok(existing.clone());
         }
-        let responder = Arc::new(HttpResponder::bind(addr).await?);
+        let shared = {
+            let mut bound = lock(&HTTP_RESPONDERS);
+            bound.retain(|(_, responder)| responder.strong_count() > 0);
+            bound
+                .iter()
+                .find(|(bound_addr, _)| *bound_addr == addr)
+                .and_then(|(_, responder)| responder.upgrade())
+        };
+        let responder = match shared {
+            Some(responder) => responder,
+            None => {
+                let responder = Arc::new(HttpResponder::bind(addr).await?);
+                lock(&HTTP_RESPONDERS).push((addr, Arc::downgrade(&responder)));
+                responder
+            }
+        };
         // Another order may have bound it meanwhile; either one serves.
         Ok(lock(&self.http).entry(addr).or_insert(responder).clone())
     }
@@ -293,7 +358,68 @@ pub async fn cleanup(presented: Presented) {
             }
         }
         Presented::AlpnCert { responder, domain } => responder.remove(&domain),
+        Presented::Shared { fanout, token } => fanout.withdraw(&token).await,
     }
+}
+
+/// In a fleet, shares this order's http-01 tokens with the other hosts and waits until they
+/// serve them; what was shared is added to `presented` (withdrawn by [`cleanup`]). Returns the
+/// fan-out's summary, `None` when there is nothing to share (one host, another challenge).
+pub async fn fan_out(
+    settings: &ChallengeSettings,
+    responders: &Responders,
+    name: &str,
+    responses: &[ChallengeResponse],
+    presented: &mut Vec<Presented>,
+) -> Result<Option<String>, ChallengeError> {
+    let Some(fanout) = &responders.fanout else {
+        return Ok(None);
+    };
+    if kind_of(settings) != ChallengeKind::Http01 || responses.is_empty() {
+        return Ok(None);
+    }
+    let mut tokens = Vec::new();
+    for response in responses {
+        fanout
+            .publish(name, response)
+            .await
+            .map_err(|message| ChallengeError::Fanout { message })?;
+        presented.push(Presented::Shared {
+            fanout: fanout.clone(),
+            token: response.token.clone(),
+        });
+        tokens.push(response.token.clone());
+    }
+    fanout
+        .await_acks(name, &tokens)
+        .await
+        .map(Some)
+        .map_err(|message| ChallengeError::Fanout { message })
+}
+
+/// Serves one http-01 token for another host of the fleet, through this host's own way of
+/// answering http-01 for the certificate (`settings`): its webroot or its built-in responder.
+pub async fn serve_shared_token(
+    settings: &ChallengeSettings,
+    responders: &Responders,
+    domain: &str,
+    token: &str,
+    key_authorization: &str,
+) -> Result<Presented, ChallengeError> {
+    let kind = kind_of(settings);
+    if kind != ChallengeKind::Http01 {
+        return Err(ChallengeError::Fanout {
+            message: format!("this host answers {} for it, not http-01", kind.as_str()),
+        });
+    }
+    let response = ChallengeResponse {
+        domain: domain.to_owned(),
+        token: token.to_owned(),
+        key_authorization: key_authorization.to_owned(),
+        dns_value: String::new(),
+        alpn_digest: Vec::new(),
+    };
+    present(settings, responders, &response).await
 }
 
 /// Waits until every authoritative server serves the dns-01 records just presented, for the

@@ -677,6 +677,7 @@ fn cmd_renew(config: &Config, request: &RenewRequest) -> u8 {
         state: backends.state.as_ref(),
         progress: &progress,
         clock: &clock,
+        fanout: backends.fanout.clone(),
     };
     if request.dry_run {
         println!(

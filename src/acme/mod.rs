@@ -358,6 +358,7 @@ impl AcmeClient {
             return Ok(());
         }
         let mut pending = 0;
+        let mut responses = Vec::new();
         let mut authorizations = order.authorizations();
         while let Some(authorization) = authorizations.next().await {
             let mut authorization =
@@ -405,10 +406,25 @@ impl AcmeClient {
                     AcmeError::local(kind, format!("{}: {err}", request.name))
                 })?;
             presented.push(item);
+            responses.push(response);
             pending += 1;
         }
         if pending == 0 {
             return Ok(());
+        }
+        // In a fleet every host must serve the http-01 tokens before the CA asks any of them.
+        if let Some(summary) = challenge::fan_out(
+            request.challenge,
+            responders,
+            request.name,
+            &responses,
+            presented,
+        )
+        .await
+        .map_err(|err| {
+            AcmeError::local(FailureKind::Transient, format!("{}: {err}", request.name))
+        })? {
+            progress(&summary);
         }
         progress(&format!(
             "validating ({}, {pending} name{})",

@@ -76,7 +76,8 @@ impl FleetRenewer {
                         fleet.settings.etcd.len()
                     );
                     let weak = Arc::downgrade(&fleet);
-                    fleet.spawn(super::apply::watch(weak));
+                    fleet.spawn(super::apply::watch(weak.clone()));
+                    fleet.spawn(super::lag::watch(weak));
                     *self.fleet.lock().unwrap_or_else(PoisonError::into_inner) = Some(fleet);
                     return;
                 }
@@ -98,27 +99,18 @@ impl FleetRenewer {
     }
 }
 
-/// Logs the alert and gives it to `[alerts] command` (no fleet to send it through yet).
+/// Logs the alert and delivers it through `[alerts]` (no fleet to send it through yet).
 async fn alert_without_fleet(config: &Config, message: &str) {
     tracing::error!("ALERT fleet_unreachable: {message}");
-    let Some(command) = &config.alerts.command else {
-        return;
-    };
-    let body = serde_json::json!({
-        "event": "fleet_unreachable",
-        "name": "",
-        "message": message,
-        "host": config.cluster.as_ref().map(|c| c.name.clone()).unwrap_or_default(),
-        "time": crate::units::rfc3339(OffsetDateTime::now_utc()),
-    });
-    let _ = crate::hooks::run_with_input(
-        command,
-        &[],
-        &[("EVERCERT_EVENT", "fleet_unreachable".to_owned())],
-        Some(body.to_string().as_bytes()),
-        Duration::from_secs(30),
-    )
-    .await;
+    let host = config
+        .cluster
+        .as_ref()
+        .map(|cluster| cluster.name.clone())
+        .unwrap_or_default();
+    let json = super::apply::alert_json("fleet_unreachable", "", &[], message, &host);
+    crate::alerts::Alerter::new(config.alerts.clone())
+        .deliver_json("the fleet", &json)
+        .await;
 }
 
 impl Renewer for FleetRenewer {
@@ -129,6 +121,16 @@ impl Renewer for FleetRenewer {
         now: OffsetDateTime,
     ) -> Pin<Box<dyn Future<Output = RunReport> + Send + 'a>> {
         Box::pin(async move {
+            // Right after the start the join is usually still in flight: wait for it a little
+            // rather than fail the first run and back off.
+            let waited = tokio::time::Instant::now();
+            let patience = config
+                .cluster
+                .as_ref()
+                .map_or(Duration::ZERO, |cluster| cluster.timeout);
+            while self.fleet().is_none() && waited.elapsed() < patience {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
             let Some(fleet) = self.fleet() else {
                 // Not joined: order nothing.
                 return all_failed(
@@ -164,6 +166,7 @@ impl Renewer for FleetRenewer {
                 state: backends.state.as_ref(),
                 progress: &progress,
                 clock: &clock,
+                fanout: backends.fanout.clone(),
             };
             let report = renew::run(config, &request, &deps).await;
             for (name, outcome) in &report.outcomes {

@@ -343,31 +343,38 @@ impl Fleet {
         }
     }
 
-    /// Sends a fleet alert: logged at error level, and given as JSON to `[alerts] command`.
+    /// Sends a fleet alert through the host's alert channels (`[alerts]` command and
+    /// webhook), after logging it at error level.
     pub async fn alert(&self, name: &str, event: &str, message: &str) {
         tracing::error!("ALERT {event} {name}: {message}");
-        let Some(command) = self.alert_command.clone() else {
-            return;
-        };
-        let body = serde_json::json!({
-            "event": event,
-            "name": name,
-            "message": message,
-            "host": self.name(),
-            "time": crate::units::rfc3339(OffsetDateTime::now_utc()),
-        });
-        if let Err(err) = crate::hooks::run_with_input(
-            &command,
-            &[],
-            &[("EVERCERT_EVENT", event.to_owned())],
-            Some(body.to_string().as_bytes()),
-            Duration::from_secs(30),
-        )
-        .await
-        {
-            tracing::warn!("{name}: the alert command failed: {err}");
-        }
+        let domains = self
+            .certificate(name)
+            .map(|cert| cert.domains.clone())
+            .unwrap_or_default();
+        let json = alert_json(event, name, &domains, message, self.name());
+        self.alerter.deliver_json(name, &json).await;
     }
+}
+
+/// A fleet alert as the command and the webhook get it (docs/alerts.md, "Fleet events").
+pub fn alert_json(
+    event: &str,
+    name: &str,
+    domains: &[String],
+    message: &str,
+    host: &str,
+) -> Vec<u8> {
+    serde_json::json!({
+        "event": event,
+        "name": name,
+        "kind": "fleet",
+        "domains": domains,
+        "message": message,
+        "host": host,
+        "time": crate::units::rfc3339(OffsetDateTime::now_utc()),
+    })
+    .to_string()
+    .into_bytes()
 }
 
 enum Refusal {

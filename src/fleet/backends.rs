@@ -5,9 +5,11 @@
 use std::sync::Arc;
 
 use super::Fleet;
+use super::fanout::FleetFanout;
 use super::lock::FleetLock;
 use super::state::FleetState;
 use super::store::FleetStore;
+use crate::challenge::ChallengeFanout;
 use crate::config::Config;
 use crate::lock::{FileLock, RenewLock};
 use crate::renew::{Outcome, RenewRequest, RunReport};
@@ -19,6 +21,8 @@ pub struct Backends {
     pub store: Box<dyn CertStore>,
     pub lock: Box<dyn RenewLock>,
     pub state: Box<dyn StateStore>,
+    /// Shares http-01 tokens with the other hosts; set in fleet mode.
+    pub fanout: Option<Arc<dyn ChallengeFanout>>,
     /// Set in fleet mode.
     pub fleet: Option<Arc<Fleet>>,
 }
@@ -38,6 +42,7 @@ impl Backends {
             store: Box::new(FsStore::new(&config.state_dir)),
             lock: Box::new(FileLock::new(config.state_dir.join("locks"))),
             state: Box::new(FileState::new(&config.state_dir)),
+            fanout: None,
             fleet: None,
         }
     }
@@ -54,6 +59,7 @@ impl Backends {
                 fleet.clone(),
                 FileState::new(&config.state_dir),
             )),
+            fanout: Some(Arc::new(FleetFanout::new(fleet.clone()))),
             fleet: Some(fleet),
         }
     }

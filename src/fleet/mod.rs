@@ -27,6 +27,8 @@ pub mod account;
 pub mod agent;
 pub mod apply;
 pub mod backends;
+pub mod fanout;
+pub mod lag;
 pub mod lock;
 pub mod state;
 pub mod status;
@@ -73,8 +75,8 @@ pub struct Fleet {
     state_dir: std::path::PathBuf,
     /// Serialises applying versions (the watcher and the lock's re-read).
     applying: tokio::sync::Mutex<()>,
-    /// `[alerts] command`, for the fleet's own alerts.
-    alert_command: Option<String>,
+    /// The host's `[alerts]` channels (command, webhook), for the fleet's own alerts.
+    alerter: Arc<crate::alerts::Alerter>,
 }
 
 impl std::fmt::Debug for Fleet {
@@ -86,12 +88,32 @@ impl std::fmt::Debug for Fleet {
     }
 }
 
+/// How long leaving the fleet may hold up a process that exits.
+const LEAVE_TIMEOUT: Duration = Duration::from_secs(1);
+
 impl Drop for Fleet {
     fn drop(&mut self) {
-        // Dropping a runtime from inside another one panics; this never blocks.
-        if let Some(runtime) = self.runtime.take() {
-            runtime.shutdown_background();
+        let Some(runtime) = self.runtime.take() else {
+            return;
+        };
+        // Leave: ending the lease removes this host's heartbeat (and anything else bound to
+        // it) at once, so a holder does not wait for the acknowledgements of a process that
+        // has exited. Bounded; when it fails the lease runs out within lease_ttl anyway.
+        // Waited on from a thread of its own: blocking inside another runtime panics.
+        let lease = self.lease();
+        if lease != 0 {
+            let etcd = self.etcd.clone();
+            std::thread::scope(|scope| {
+                let _ = scope
+                    .spawn(|| {
+                        runtime.block_on(async {
+                            let _ = tokio::time::timeout(LEAVE_TIMEOUT, etcd.revoke(lease)).await;
+                        });
+                    })
+                    .join();
+            });
         }
+        runtime.shutdown_background();
     }
 }
 
@@ -121,11 +143,13 @@ impl Fleet {
             certs: config.certificates.clone(),
             state_dir: config.state_dir.clone(),
             applying: tokio::sync::Mutex::new(()),
-            alert_command: config.alerts.command.clone(),
+            alerter: Arc::new(crate::alerts::Alerter::new(config.alerts.clone())),
         });
         fleet.block(fleet.join())?;
         let keeper = Arc::downgrade(&fleet);
         fleet.spawn(async move { keep_alive(keeper).await });
+        // Every process in the fleet serves the holder's http-01 tokens while it runs.
+        fleet.spawn(fanout::serve(Arc::downgrade(&fleet)));
         Ok(fleet)
     }
 

@@ -99,6 +99,8 @@ pub struct Deps<'a> {
     /// The only source of time in the pipeline: the decision's `now`, Retry-After and
     /// retry waits, the store's version names.
     pub clock: &'a dyn Clock,
+    /// In a fleet: shares http-01 tokens with the other hosts (`None` for one host).
+    pub fanout: Option<Arc<dyn crate::challenge::ChallengeFanout>>,
 }
 
 /// The result of one run, in configuration order.

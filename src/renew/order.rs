@@ -32,7 +32,7 @@ pub(super) async fn order_all<'c>(
     deps: &Deps<'_>,
     request: &RenewRequest,
 ) -> Vec<(&'c CertificateSettings, Result<Stored, Failure>)> {
-    let responders = Responders::with_state_dir(&config.state_dir);
+    let responders = Responders::with_state_dir(&config.state_dir).with_fanout(deps.fanout.clone());
     // Boxed with an explicit type: a closure in `.map()` trips the compiler's higher-ranked
     // lifetime inference once the whole pipeline must be `Send` (the agent spawns it).
     type Pending<'c, 'r> = Pin<

@@ -331,6 +331,7 @@ impl Fixture {
             state: &self.state,
             progress: &progress,
             clock,
+            fanout: None,
         };
         run(&self.config, request, &deps).await
     }

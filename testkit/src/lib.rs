@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 pub mod a2c;
 pub mod ari;
+pub mod balancer;
 pub mod bind;
 pub mod certbot;
 pub mod certs;
@@ -25,6 +26,7 @@ pub mod hostile;
 pub mod nginx;
 pub mod pebble;
 pub mod setup;
+pub mod webhook;
 pub mod webroot;
 pub mod webserver;
 

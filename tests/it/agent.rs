@@ -12,6 +12,7 @@ use time::Duration as TimeDuration;
 
 use crate::support::certs::{self, KeyType};
 use crate::support::setup::{CertSpec, Setup};
+use crate::support::webhook::WebhookSink;
 
 /// A running agent, killed if the test ends early.
 pub(crate) struct Running {
@@ -522,46 +523,7 @@ fn agent_follows_the_cas_renewal_window() {
 #[test]
 fn alerts_are_posted_to_the_webhook() {
     let mut setup = Setup::new();
-    // A webhook receiver: answers 200 and keeps each request.
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let received = Arc::new(Mutex::new(Vec::<String>::new()));
-    let sink = received.clone();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-            let mut request = Vec::new();
-            let mut buffer = [0u8; 8192];
-            // Headers, then as much body as Content-Length says.
-            while let Ok(read) = stream.read(&mut buffer) {
-                if read == 0 {
-                    break;
-                }
-                request.extend_from_slice(&buffer[..read]);
-                let text = String::from_utf8_lossy(&request).into_owned();
-                if let Some(end) = text.find("\r\n\r\n") {
-                    let length = text
-                        .lines()
-                        .find_map(|line| {
-                            line.to_ascii_lowercase()
-                                .strip_prefix("content-length:")
-                                .map(|v| v.trim().to_owned())
-                        })
-                        .and_then(|v| v.parse::<usize>().ok())
-                        .unwrap_or(0);
-                    if request.len() >= end + 4 + length {
-                        break;
-                    }
-                }
-            }
-            let _ = stream
-                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
-            sink.lock()
-                .unwrap()
-                .push(String::from_utf8_lossy(&request).into_owned());
-        }
-    });
+    let webhook = WebhookSink::start();
     let partner = setup.path().join("partner.pem");
     let (not_before, not_after) = certs::days_left(20);
     certs::leaf(
@@ -572,15 +534,16 @@ fn alerts_are_posted_to_the_webhook() {
     )
     .write_fullchain(&partner);
     setup.tail = format!(
-        "[alerts]\nwebhook = \"http://127.0.0.1:{port}/hooks/secret-token\"\n\n[[monitor]]\nname = \"partner\"\npath = \"{}\"\n",
+        "[alerts]\nwebhook = \"{}\"\n\n[[monitor]]\nname = \"partner\"\npath = \"{}\"\n",
+        webhook.url("/hooks/secret-token"),
         partner.display()
     );
     setup.write_config(&[]);
     let agent = Running::start(&setup);
     wait_for(Duration::from_secs(15), "the webhook POST", || {
-        !received.lock().unwrap().is_empty()
+        !webhook.requests().is_empty()
     });
-    let request = received.lock().unwrap()[0].clone();
+    let request = webhook.requests()[0].clone();
     assert!(
         request.starts_with("POST /hooks/secret-token HTTP/1.1"),
         "{request}"
@@ -600,7 +563,7 @@ fn alerts_are_posted_to_the_webhook() {
     let (code, _) = agent.stop();
     assert_eq!(code, 0);
     // Once per change: a single alert for the one state.
-    assert_eq!(received.lock().unwrap().len(), 1);
+    assert_eq!(webhook.requests().len(), 1);
 }
 
 use std::sync::{Arc, Mutex};

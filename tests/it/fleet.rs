@@ -3,6 +3,7 @@
 //! `config check`, and three hosts running the real binary that order once, all install the
 //! same version, refuse a tampered one, and fence a holder that lost its lease.
 
+use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -12,10 +13,14 @@ use base64::Engine as _;
 use evercert::fleet::ClusterSettings;
 use evercert::fleet::etcd::{Etcd, EtcdError};
 
+use crate::agent::Running;
+use crate::support::balancer::Balancer;
 use crate::support::certs;
 use crate::support::etcd::EtcdCluster;
 use crate::support::faultproxy::FaultProxy;
+use crate::support::pebble::{http_request, unused_loopback_port};
 use crate::support::setup::{Run, Setup, evercert_in};
+use crate::support::webhook::WebhookSink;
 
 fn settings(cluster: &EtcdCluster, prefix: &str) -> ClusterSettings {
     ClusterSettings {
@@ -164,6 +169,18 @@ struct Fleet {
     key_file: PathBuf,
     prefix: String,
     alerts: PathBuf,
+    /// `[alerts] webhook`, when a test wants one.
+    webhook: Option<String>,
+}
+
+/// How a host answers the CA's challenges.
+#[derive(Clone, Copy)]
+enum Answer {
+    /// dns-01 through pebble-challtestsrv: no host is asked.
+    Dns01,
+    /// http-01 through evercert's built-in responder on this loopback port, behind the
+    /// balancer on Pebble's http-01 port.
+    Http01(u16),
 }
 
 impl Fleet {
@@ -184,6 +201,7 @@ impl Fleet {
             key_file,
             prefix: "/evercert/test".into(),
             alerts,
+            webhook: None,
         }
     }
 
@@ -201,6 +219,30 @@ impl Fleet {
     /// Writes `HOST/evercert.toml` for the certificates `names` (dns-01) and `extra` lines in
     /// each certificate table; returns its path.
     fn config(&self, host: &str, names: &[&str], extra: &str) -> PathBuf {
+        self.config_with(host, names, extra, Answer::Dns01, "")
+    }
+
+    /// The domains of certificate `name`: three for http-01, so that the balancer's round
+    /// robin sends one validation to each of three hosts.
+    fn domains(name: &str, answer: Answer) -> Vec<String> {
+        match answer {
+            Answer::Dns01 => vec![format!("{name}.example.test")],
+            Answer::Http01(_) => ["", "www.", "api."]
+                .iter()
+                .map(|sub| format!("{sub}{name}.example.test"))
+                .collect(),
+        }
+    }
+
+    /// `config` with the challenge and extra `[cluster]` lines given.
+    fn config_with(
+        &self,
+        host: &str,
+        names: &[&str],
+        extra: &str,
+        answer: Answer,
+        cluster_extra: &str,
+    ) -> PathBuf {
         let dir = self.host_dir(host);
         std::fs::create_dir_all(&dir).unwrap();
         let mut toml = format!(
@@ -211,16 +253,31 @@ impl Fleet {
         );
         let hook = self.setup.dns_hook();
         for name in names {
+            let challenge = match answer {
+                Answer::Dns01 => format!(
+                    "[certificate.dns01]\nhook = \"{}\"\nwait = \"0s\"\n",
+                    hook.display()
+                ),
+                Answer::Http01(port) => {
+                    format!("[certificate.http01]\nlisten = \"127.0.0.1:{port}\"\n")
+                }
+            };
             toml.push_str(&format!(
-                "[[certificate]]\nname = \"{name}\"\ndomains = [\"{name}.example.test\"]\ncert_path = \"{cert}\"\nkey_path = \"{key}\"\n{extra}\n[certificate.dns01]\nhook = \"{hook}\"\nwait = \"0s\"\n\n",
+                "[[certificate]]\nname = \"{name}\"\ndomains = {domains:?}\ncert_path = \"{cert}\"\nkey_path = \"{key}\"\n{extra}\n{challenge}\n",
+                domains = Self::domains(name, answer),
                 cert = self.cert_path(host, name).display(),
                 key = dir.join("tls").join(name).join("privkey.pem").display(),
-                hook = hook.display(),
             ));
         }
+        // One write per alert: two alerts at once must not interleave their lines.
         toml.push_str(&format!(
-            "[alerts]\ncommand = \"cat >> {alerts}; echo >> {alerts}\"\n\n[cluster]\nname = \"{host}\"\netcd = {etcd}\nprefix = \"{prefix}\"\nsecret_key_file = \"{key}\"\ntimeout = \"3s\"\nlease_ttl = \"3s\"\nreload_jitter = \"0s\"\n",
+            "[alerts]\ncommand = '''printf '%s\\n' \"$(cat)\" >> {alerts}'''\n{webhook}\n[cluster]\nname = \"{host}\"\netcd = {etcd}\nprefix = \"{prefix}\"\nsecret_key_file = \"{key}\"\ntimeout = \"3s\"\nlease_ttl = \"3s\"\nreload_jitter = \"0s\"\n{cluster_extra}",
             alerts = self.alerts.display(),
+            webhook = self
+                .webhook
+                .as_ref()
+                .map(|url| format!("webhook = \"{url}\"\n"))
+                .unwrap_or_default(),
             etcd = self.etcd.endpoints_toml(),
             prefix = self.prefix,
             key = self.key_file.display(),
@@ -232,13 +289,15 @@ impl Fleet {
 
     /// Plants an expired pair for `name` on `host`.
     fn plant_expired(&self, host: &str, name: &str) -> String {
-        let (not_before, not_after) = certs::days_left(-1);
-        let leaf = certs::leaf(
-            &[&format!("{name}.example.test")],
-            not_before,
-            not_after,
-            certs::KeyType::EcdsaP256,
-        );
+        self.plant(host, name, -1, Answer::Dns01)
+    }
+
+    /// Plants a pair for `name` on `host` with `days_left` of 90 days, for `answer`'s domains.
+    fn plant(&self, host: &str, name: &str, days_left: i64, answer: Answer) -> String {
+        let (not_before, not_after) = certs::days_left(days_left);
+        let domains = Self::domains(name, answer);
+        let domains: Vec<&str> = domains.iter().map(String::as_str).collect();
+        let leaf = certs::leaf(&domains, not_before, not_after, certs::KeyType::EcdsaP256);
         let cert = self.cert_path(host, name);
         std::fs::create_dir_all(cert.parent().unwrap()).unwrap();
         leaf.write_fullchain(&cert);
@@ -279,6 +338,47 @@ impl Fleet {
             .map(|seen| seen.path)
             .collect();
         finalized.len()
+    }
+
+    /// `renew` on every host of `hosts` at the same instant; each host's run, and all their
+    /// output for assertion messages.
+    fn renew_at_once(&self, hosts: &[&str]) -> (Vec<(String, Run)>, String) {
+        let children = hosts
+            .iter()
+            .map(|host| {
+                (
+                    (*host).to_owned(),
+                    self.command(host, &["renew"]).spawn().unwrap(),
+                )
+            })
+            .collect();
+        let runs = wait_all(children);
+        let all = runs
+            .iter()
+            .map(|(host, run)| format!("=== {host}\n{run}"))
+            .collect();
+        (runs, all)
+    }
+
+    /// The values under `P/PART/`, one per line, as etcdctl prints them (keys and values).
+    fn etcd_dump(&self, part: &str) -> String {
+        self.etcd
+            .etcdctl(&["get", "--prefix", &format!("{}/{part}/", self.prefix)])
+    }
+
+    /// The hosts whose heartbeat is in etcd.
+    fn live_hosts(&self) -> Vec<String> {
+        let prefix = format!("{}/hosts/", self.prefix);
+        self.etcd
+            .etcdctl(&["get", "--prefix", "--keys-only", &prefix])
+            .lines()
+            .filter_map(|line| line.strip_prefix(&prefix).map(str::to_owned))
+            .collect()
+    }
+
+    /// Starts `evercert run` on `host`.
+    fn agent(&self, host: &str) -> Running {
+        Running::spawn(self.command(host, &["run"]))
     }
 
     fn settings(&self) -> ClusterSettings {
@@ -327,20 +427,7 @@ fn three_hosts_starting_at_once_order_once_and_all_install_it_and_a_late_joiner_
             old.push(fleet.plant_expired(host, name));
         }
         let before = fleet.issued();
-        let children = HOSTS
-            .iter()
-            .map(|host| {
-                (
-                    (*host).to_owned(),
-                    fleet.command(host, &["renew"]).spawn().unwrap(),
-                )
-            })
-            .collect();
-        let runs = wait_all(children);
-        let all: String = runs
-            .iter()
-            .map(|(host, run)| format!("=== {host}\n{run}"))
-            .collect();
+        let (runs, all) = fleet.renew_at_once(&HOSTS);
         assert_eq!(fleet.issued() - before, 1, "round {round}: {all}");
         let serials: Vec<String> = HOSTS
             .iter()
@@ -603,20 +690,7 @@ fn without_quorum_nothing_is_ordered_and_after_recovery_exactly_one_renewal() {
 
     fleet.etcd.restart(1);
     fleet.etcd.restart(2);
-    let children = HOSTS
-        .iter()
-        .map(|host| {
-            (
-                (*host).to_owned(),
-                fleet.command(host, &["renew"]).spawn().unwrap(),
-            )
-        })
-        .collect();
-    let runs = wait_all(children);
-    let all: String = runs
-        .iter()
-        .map(|(host, run)| format!("=== {host}\n{run}"))
-        .collect();
+    let (_, all) = fleet.renew_at_once(&HOSTS);
     assert_eq!(fleet.issued(), 1, "{all}");
     let serial = serial_of(&fleet.cert_path("web-1", "shop"));
     assert!(!planted.contains(&serial), "{all}");
@@ -627,4 +701,303 @@ fn without_quorum_nothing_is_ordered_and_after_recovery_exactly_one_renewal() {
             "{host}\n{all}"
         );
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// http-01 in a fleet: a round-robin balancer on Pebble's http-01 port in front of the hosts'
+// built-in responders, so the CA's validations reach every host, not only the holder.
+
+/// A balancer on Pebble's http-01 port in front of one responder port per host of `HOSTS`.
+fn balanced(fleet: &Fleet) -> (Balancer, Vec<u16>) {
+    let ports: Vec<u16> = HOSTS.iter().map(|_| unused_loopback_port()).collect();
+    let backends = ports
+        .iter()
+        .map(|port| SocketAddr::from(([127, 0, 0, 1], *port)))
+        .collect();
+    (
+        Balancer::start(fleet.setup.pebble.http_port(), backends),
+        ports,
+    )
+}
+
+/// The HTTP status a responder on `port` answers for `token` (0: nothing listens).
+fn token_status(port: u16, token: &str) -> u16 {
+    http_request(
+        None,
+        SocketAddr::from(([127, 0, 0, 1], port)),
+        "GET",
+        &format!("/.well-known/acme-challenge/{token}"),
+        b"",
+        Duration::from_secs(5),
+    )
+    .map_or(0, |response| response.status)
+}
+
+/// Waits up to `limit` for `condition`; the agents' logs in the failure message.
+fn wait_logged(
+    limit: Duration,
+    what: &str,
+    agents: &[(&str, &Running)],
+    mut condition: impl FnMut() -> bool,
+) {
+    let started = Instant::now();
+    while !condition() {
+        if started.elapsed() > limit {
+            let logs: String = agents
+                .iter()
+                .map(|(host, agent)| format!("=== {host}\n{}", agent.log()))
+                .collect();
+            panic!("timed out after {limit:?} waiting for {what}\n{logs}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Makes `name` due on every agent of `agents` at once: they are paused (SIGSTOP) while an
+/// expired pair is planted on each (`answers` gives each host's domains), then resumed, so
+/// no host installs the fleet's new version before its own file was planted (the planted
+/// file would replace it, and that host would order again). The pause is far shorter than
+/// the lease. Returns the planted serials.
+fn expire_at_once(
+    fleet: &Fleet,
+    agents: &[(&str, &Running)],
+    name: &str,
+    answers: &[Answer],
+) -> Vec<String> {
+    for (_, agent) in agents {
+        agent.signal(rustix::process::Signal::STOP);
+    }
+    let planted = agents
+        .iter()
+        .zip(answers)
+        .map(|((host, _), answer)| fleet.plant(host, name, -1, *answer))
+        .collect();
+    for (_, agent) in agents {
+        agent.signal(rustix::process::Signal::CONT);
+    }
+    planted
+}
+
+/// Skeptic's list 1 with http-01 (Semantics 2) and the agent's fleet path: three agents
+/// (`evercert run`, not one-shot renews) behind the balancer. The certificate has three
+/// names, so Pebble's three validations go one to each host in turn. One host orders, every
+/// host serves its tokens (the balancer saw a 200 from each), all three install the same new
+/// serial, the agents keep running, and the tokens and acknowledgements are gone afterwards.
+#[test]
+fn agents_behind_a_balancer_answer_http01_on_every_host_order_once_and_all_install() {
+    let fleet = Fleet::start();
+    let (balancer, ports) = balanced(&fleet);
+    let mut old = Vec::new();
+    for (host, port) in HOSTS.iter().zip(&ports) {
+        fleet.config_with(host, &["shop"], "", Answer::Http01(*port), "");
+        old.push(fleet.plant(host, "shop", 60, Answer::Http01(*port)));
+    }
+    let agents: Vec<Running> = HOSTS.iter().map(|host| fleet.agent(host)).collect();
+    let named: Vec<(&str, &Running)> = HOSTS.iter().copied().zip(&agents).collect();
+    wait_logged(Duration::from_secs(30), "three heartbeats", &named, || {
+        fleet.live_hosts().len() == 3
+    });
+    // Due everywhere now: the agents see the files change.
+    let answers: Vec<Answer> = ports.iter().map(|port| Answer::Http01(*port)).collect();
+    old.extend(expire_at_once(&fleet, &named, "shop", &answers));
+    let started = Instant::now();
+    wait_logged(
+        Duration::from_secs(90),
+        "every host on one new serial",
+        &named,
+        || {
+            let serials: Vec<String> = HOSTS
+                .iter()
+                .map(|host| serial_of(&fleet.cert_path(host, "shop")))
+                .collect();
+            !old.contains(&serials[0]) && serials.iter().all(|serial| *serial == serials[0])
+        },
+    );
+    eprintln!(
+        "every host serves the new certificate {} ms after it became due",
+        started.elapsed().as_millis()
+    );
+    let logs: String = named
+        .iter()
+        .map(|(host, agent)| format!("=== {host}\n{}", agent.log()))
+        .collect();
+    assert_eq!(fleet.issued(), 1, "{logs}");
+    let routed = balancer.routed();
+    assert!(
+        routed.iter().all(|routed| routed.status.contains(" 200")),
+        "{routed:?}\n{logs}"
+    );
+    for (backend, host) in HOSTS.iter().enumerate() {
+        assert!(
+            routed.iter().any(|routed| routed.backend == backend),
+            "no validation reached {host}: {routed:?}\n{logs}"
+        );
+    }
+    assert!(logs.contains("served by 3 hosts"), "{logs}");
+    wait_logged(
+        Duration::from_secs(15),
+        "the tokens withdrawn",
+        &named,
+        || fleet.etcd_dump("http01").trim().is_empty() && fleet.etcd_dump("ack").trim().is_empty(),
+    );
+    for (host, agent) in HOSTS.iter().zip(agents) {
+        let (code, _) = agent.stop();
+        assert_eq!(code, 0, "{host}");
+    }
+}
+
+/// Skeptic's list 3: the holder is killed (SIGKILL) after every host acknowledged its tokens
+/// and before it asked the CA. Its tokens go with its lease and the other hosts stop serving
+/// them; once the balancer's health check has taken the dead host out, another host renews:
+/// one issuance in all (the killed one never reached finalization; the issue allows one more).
+#[test]
+fn a_holder_killed_after_sharing_its_tokens_is_replaced_and_its_tokens_vanish() {
+    let fleet = Fleet::start();
+    let (balancer, ports) = balanced(&fleet);
+    for (host, port) in HOSTS.iter().zip(&ports) {
+        fleet.config_with(host, &["shop"], "", Answer::Http01(*port), "");
+        fleet.plant(host, "shop", 60, Answer::Http01(*port));
+    }
+    let agents: Vec<Running> = HOSTS[1..].iter().map(|host| fleet.agent(host)).collect();
+    let named: Vec<(&str, &Running)> = HOSTS[1..].iter().copied().zip(&agents).collect();
+    wait_logged(Duration::from_secs(30), "two heartbeats", &named, || {
+        fleet.live_hosts().len() == 2
+    });
+    let planted = fleet.plant("web-1", "shop", -1, Answer::Http01(ports[0]));
+    let mut holder = fleet.command("web-1", &["renew"]);
+    holder.env("EVERCERT_TEST_FLEET_ACK_DELAY_MS", "60000");
+    let mut holder = holder.spawn().unwrap();
+    let tokens_prefix = format!("{}/http01/", fleet.prefix);
+    let acks_prefix = format!("{}/ack/", fleet.prefix);
+    let keys = |prefix: &str| -> Vec<String> {
+        fleet
+            .etcd
+            .etcdctl(&["get", "--prefix", "--keys-only", prefix])
+            .lines()
+            .filter_map(|line| line.strip_prefix(prefix).map(str::to_owned))
+            .collect()
+    };
+    // Three names, two other hosts: six acknowledgements.
+    wait_logged(
+        Duration::from_secs(60),
+        "six acknowledgements",
+        &named,
+        || keys(&acks_prefix).len() == 6,
+    );
+    let tokens = keys(&tokens_prefix);
+    assert_eq!(tokens.len(), 3, "{tokens:?}");
+    for port in &ports[1..] {
+        for token in &tokens {
+            assert_eq!(token_status(*port, token), 200, "port {port}, {token}");
+        }
+    }
+    holder.kill().unwrap();
+    let output = holder.wait_with_output().unwrap();
+    assert!(!output.status.success());
+    assert_eq!(fleet.issued(), 0, "the CA was never asked to validate");
+    balancer.retire(0);
+    // The lease (3 s) ends; the tokens, and what the others served, go with it.
+    wait_logged(
+        Duration::from_secs(20),
+        "the dead holder's tokens gone",
+        &named,
+        || {
+            keys(&tokens_prefix).is_empty()
+                && tokens.iter().all(|token| {
+                    ports[1..]
+                        .iter()
+                        .all(|port| token_status(*port, token) != 200)
+                })
+        },
+    );
+    let answers: Vec<Answer> = ports[1..]
+        .iter()
+        .map(|port| Answer::Http01(*port))
+        .collect();
+    expire_at_once(&fleet, &named, "shop", &answers);
+    wait_logged(
+        Duration::from_secs(90),
+        "web-2 and web-3 on one new serial",
+        &named,
+        || {
+            let serials: Vec<String> = HOSTS[1..]
+                .iter()
+                .map(|host| serial_of(&fleet.cert_path(host, "shop")))
+                .collect();
+            serials[0] != planted && serials[0] == serials[1] && fleet.issued() == 1
+        },
+    );
+    // web-1 comes back and installs the fleet's version without ordering.
+    let run = fleet.run("web-1", &["renew"]);
+    assert_eq!(run.code, 0, "{run}");
+    assert_eq!(
+        serial_of(&fleet.cert_path("web-1", "shop")),
+        serial_of(&fleet.cert_path("web-2", "shop"))
+    );
+    assert_eq!(fleet.issued(), 1, "{run}");
+}
+
+/// Semantics 4, the lag alert: web-3's reload takes 6 s, longer than `lag_alert` (2 s), so
+/// it is alive but behind the current version. One agent alerts, through the same channels
+/// as every other alert: the `[alerts]` command and the webhook. Once web-3 has caught up,
+/// `cluster status` is clean again.
+#[test]
+fn a_live_host_lagging_behind_the_current_version_alerts_through_command_and_webhook() {
+    let mut fleet = Fleet::start();
+    let webhook = WebhookSink::start();
+    fleet.webhook = Some(webhook.url("/hooks/alerts"));
+    let lag = "lag_alert = \"2s\"\n";
+    fleet.config_with("web-1", &["shop"], "", Answer::Dns01, lag);
+    fleet.config_with("web-2", &["shop"], "", Answer::Dns01, lag);
+    fleet.config_with(
+        "web-3",
+        &["shop"],
+        "reload = \"sleep 6\"",
+        Answer::Dns01,
+        lag,
+    );
+    for host in HOSTS {
+        fleet.plant(host, "shop", 60, Answer::Dns01);
+    }
+    let agents: Vec<Running> = HOSTS.iter().map(|host| fleet.agent(host)).collect();
+    let named: Vec<(&str, &Running)> = HOSTS.iter().copied().zip(&agents).collect();
+    wait_logged(Duration::from_secs(30), "three heartbeats", &named, || {
+        fleet.live_hosts().len() == 3
+    });
+    expire_at_once(&fleet, &named, "shop", &[Answer::Dns01; 3]);
+    let lag_alerts = |text: &str| -> Vec<serde_json::Value> {
+        text.lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .filter(|alert| alert["event"] == "fleet_host_lagging")
+            .collect()
+    };
+    wait_logged(
+        Duration::from_secs(60),
+        "the lag alert by command and webhook",
+        &named,
+        || {
+            let command = std::fs::read_to_string(&fleet.alerts).unwrap_or_default();
+            !lag_alerts(&command).is_empty() && !lag_alerts(&webhook.bodies().join("\n")).is_empty()
+        },
+    );
+    let command = lag_alerts(&std::fs::read_to_string(&fleet.alerts).unwrap());
+    let posted = lag_alerts(&webhook.bodies().join("\n"));
+    for alert in command.iter().chain(&posted) {
+        assert_eq!(alert["name"], "shop", "{alert}");
+        assert_eq!(alert["kind"], "fleet", "{alert}");
+        let message = alert["message"].as_str().unwrap();
+        assert!(
+            message.contains("fleet host web-3 has not applied generation 1"),
+            "{message}"
+        );
+        assert!(message.contains("cluster status"), "{message}");
+    }
+    // Once web-3's reload is done it is current, and nothing lags any more.
+    wait_logged(
+        Duration::from_secs(30),
+        "cluster status clean",
+        &named,
+        || fleet.run("web-1", &["cluster", "status"]).code == 0,
+    );
+    assert_eq!(fleet.issued(), 1);
 }
