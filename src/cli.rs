@@ -631,7 +631,7 @@ fn cmd_renew(config: &Config, request: &RenewRequest) -> u8 {
             .iter()
             .map(|cert| cert.name.as_str())
             .collect();
-        eprintln!(
+        error_message(&format!(
             "error: no certificate named {} in {}; configured: {}",
             unknown.join(", "),
             config.source.display(),
@@ -640,7 +640,7 @@ fn cmd_renew(config: &Config, request: &RenewRequest) -> u8 {
             } else {
                 known.join(", ")
             }
-        );
+        ));
         return EXIT_USAGE;
     }
     let runtime = match runtime() {
@@ -666,9 +666,14 @@ fn cmd_renew(config: &Config, request: &RenewRequest) -> u8 {
         eprintln!("error: fleet mode: {message}; nothing is ordered");
         return 1;
     }
+    // Under journald (the timer's one-shot) a failure is stored as an error, so that
+    // `journalctl -u evercert-renew -p err` shows it; progress lines stay info.
+    let journal = std::env::var_os("JOURNAL_STREAM").is_some();
+    let failure_prefix = |failed: bool| if journal && failed { "<3>" } else { "" };
     let progress = |name: &str, message: &str| {
         let mut stdout = std::io::stdout().lock();
-        let _ = writeln!(stdout, "{name}: {message}");
+        let prefix = failure_prefix(message.starts_with("failed"));
+        let _ = writeln!(stdout, "{prefix}{name}: {message}");
     };
     let clock = crate::clock::TokioClock::starting_at(now());
     let deps = renew::Deps {
@@ -702,7 +707,8 @@ fn cmd_renew(config: &Config, request: &RenewRequest) -> u8 {
     if request.dry_run {
         println!("dry run: {dry} would be renewed, {not_due} not due, {failed} failed");
     } else {
-        println!("summary: {renewed} renewed, {not_due} not due, {failed} failed");
+        let prefix = failure_prefix(failed > 0);
+        println!("{prefix}summary: {renewed} renewed, {not_due} not due, {failed} failed");
     }
     report.exit_code()
 }

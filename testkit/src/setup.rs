@@ -120,6 +120,9 @@ pub fn evercert_in(dir: &Path, args: &[&str]) -> Run {
     let output = Command::new(crate::evercert_binary())
         .current_dir(dir)
         .env_remove("EVERCERT_CONFIG")
+        // A test run started by systemd (CI as a unit) must not turn on the journal's `<N>`
+        // prefixes; tests/it/journald.rs sets it where it is the point.
+        .env_remove("JOURNAL_STREAM")
         .env("EVERCERT_LOG", "warn")
         .args(args)
         .output()
@@ -272,6 +275,9 @@ impl Setup {
         command
             .current_dir(self.path())
             .env_remove("EVERCERT_CONFIG")
+            // A test run started by systemd (CI as a unit) must not turn on the journal's `<N>`
+            // prefixes; tests/it/journald.rs sets it where it is the point.
+            .env_remove("JOURNAL_STREAM")
             .env("EVERCERT_LOG", "warn")
             .arg("-c")
             .arg(self.config_path())

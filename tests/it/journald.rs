@@ -84,3 +84,19 @@ fn a_refused_configuration_is_an_error_line_for_journald() {
         assert!(line.starts_with("<3>"), "{line:?}\n{stderr}");
     }
 }
+
+#[test]
+fn renew_of_an_unknown_name_is_an_error_line_for_journald() {
+    let setup = Setup::new();
+    setup.write_config(&[CertSpec::new("shop")]);
+    let mut command = setup.command(&["renew", "no-such-certificate"]);
+    command.env("JOURNAL_STREAM", "8:12345");
+    let output = command.output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("no-such-certificate"), "{stderr}");
+    assert_journal_lines(&stderr);
+    for line in stderr.lines().filter(|line| !line.is_empty()) {
+        assert!(line.starts_with("<3>"), "{line:?}\n{stderr}");
+    }
+}

@@ -743,20 +743,38 @@ fn the_deb_under_a_real_systemd() {
     assert_ne!(container.property("evercert.service", "NRestarts"), "0");
     eprintln!("e2e: watchdog restart seen: {:?}", started.elapsed());
 
-    // --- Removal: a failed unit before, none after ---------------------------------------
+    // --- A failing one-shot (the drop-in forgotten) in `-p err`; removal leaves no failed unit
+    // An empty ReadWritePaths= (this drop-in sorts after override.conf) takes the certificate
+    // directory and webroot away, as if the step 6 drop-in were missing.
     container.write(
-        "/run/systemd/system/evercert-renew.service.d/force.conf",
-        "[Service]\nExecStart=\nExecStart=/usr/bin/evercert renew no-such-certificate\n",
+        "/run/systemd/system/evercert-renew.service.d/zz-readonly.conf",
+        "[Service]\nReadWritePaths=\n",
         0o644,
     );
     container.ok("systemctl daemon-reload");
     let failing = container.sh("systemctl start evercert-renew.service");
     assert!(
         !failing.status.success(),
-        "renew of an unknown name succeeded"
+        "the one-shot renewed without its ReadWritePaths="
+    );
+    assert_eq!(
+        container.property("evercert-renew.service", "ExecMainStatus"),
+        "1"
     );
     let failed = container.ok("systemctl list-units --failed --plain --no-legend");
     assert!(failed.contains("evercert-renew.service"), "{failed}");
+    // The one-shot's failure reaches the journal like the agent's errors: text, priority err.
+    let renew_entries = container.journal("evercert-renew.service");
+    let renew_lines = evercert_lines(&renew_entries);
+    assert_journal_entries(&renew_lines);
+    let renew_errors =
+        container.ok("journalctl -u evercert-renew.service -p err -o cat --no-pager");
+    assert!(
+        renew_errors.contains("shop: failed at preflight")
+            && renew_errors.contains("ReadWritePaths=")
+            && renew_errors.contains("summary: 0 renewed, 0 not due, 1 failed"),
+        "journalctl -u evercert-renew -p err:\n{renew_errors}"
+    );
     container.ok("dpkg --purge evercert");
     let failed = container.ok("systemctl list-units --failed --plain --no-legend");
     assert_eq!(failed.trim(), "", "failed units after dpkg --purge");
