@@ -9,8 +9,10 @@ use serde::Deserialize;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 
-use super::raw::*;
-use super::*;
+use super::raw::{
+    RawAcme, RawAlerts, RawCertificate, RawDiscover, RawMetrics, RawMonitor, RawRenewal, table_keys,
+};
+use super::{Config, ConfigError, ConfigErrors, DEFAULT_CONFIG_PATH, DEFAULT_STATE_DIR};
 
 /// Reads and validates the configuration file at `path`.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use time::Duration;
 
-use super::*;
+use super::{LETSENCRYPT, LETSENCRYPT_STAGING};
 use crate::policy::{RenewBefore, Thresholds};
 
 /// A validated configuration.

@@ -8,9 +8,18 @@ use std::path::{Path, PathBuf};
 use base64::Engine;
 use time::Duration;
 
-use super::parse::*;
-use super::raw::*;
-use super::*;
+use super::parse::{Parser, closest, display_path, join};
+use super::raw::{
+    NumberOrText, RawAcme, RawAlerts, RawCertificate, RawDiscover, RawDns01, RawEab, RawHttp01,
+    RawMetrics, RawMonitor, RawRenewal, RawTlsAlpn01,
+};
+use super::{
+    AcmeSettings, AlertSettings, CertificateSettings, ChallengeSettings, DEFAULT_ACME_TIMEOUT,
+    DEFAULT_ALERT_TIMEOUT, DEFAULT_ARCHIVE_KEEP, DEFAULT_FALLBACK_AFTER, DEFAULT_HOOK_TIMEOUT,
+    DEFAULT_KEY_MODE, DEFAULT_VERIFY_CONSECUTIVE, DEFAULT_VERIFY_TIMEOUT, Endpoint,
+    ExternalAccountBinding, FallbackCa, KeyType, MAX_VERIFY_CONSECUTIVE, MetricsSettings,
+    MonitorSettings, MonitorTarget, RenewalSettings, resolve_directory,
+};
 use crate::policy::{RenewBefore, Thresholds};
 use crate::units::parse_duration;
 
