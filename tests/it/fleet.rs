@@ -515,6 +515,90 @@ fn a_tampered_key_in_etcd_is_refused_and_the_old_files_kept() {
     assert!(run.all().contains("refused"), "{run}");
 }
 
+/// Three agents (`evercert run`) start at once with more due certificates than one run orders
+/// at a time (16): each queues the rest, decided due at the start. Meanwhile the other hosts
+/// publish versions of queued certificates, and the watch installs them here. Exactly one
+/// order per certificate, every host on the same new serial. (Before the pipeline decided
+/// again on a certificate replaced since the run's decision, this placed about 1.75 orders
+/// per certificate with 100 certificates: examples/bench_fleet.rs.)
+#[test]
+fn three_agents_with_a_queue_of_due_certificates_order_each_once() {
+    const COUNT: usize = 24;
+    let fleet = Fleet::start();
+    let names: Vec<String> = (0..COUNT).map(|index| format!("queue{index:02}")).collect();
+    let name_refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let mut planted = std::collections::BTreeSet::new();
+    for host in HOSTS {
+        fleet.config(host, &name_refs, "");
+        for name in &names {
+            planted.insert(fleet.plant_expired(host, name));
+        }
+    }
+    let mut agents: Vec<std::process::Child> = HOSTS
+        .iter()
+        .map(|host| {
+            let log = std::fs::File::create(fleet.host_dir(host).join("agent.log")).unwrap();
+            fleet
+                .command(host, &["run"])
+                .env("EVERCERT_LOG", "info")
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let converged = |name: &str| {
+        let serials: Vec<Option<String>> = HOSTS
+            .iter()
+            .map(|host| {
+                evercert::inventory::read_cert_file(&fleet.cert_path(host, name))
+                    .ok()
+                    .map(|file| file.leaf.serial)
+            })
+            .collect();
+        serials[0]
+            .as_ref()
+            .is_some_and(|serial| !planted.contains(serial))
+            && serials.iter().all(|serial| *serial == serials[0])
+    };
+    let started = Instant::now();
+    // Generous for a loaded 2-core machine (about 10 s on a quiet one).
+    while !names.iter().all(|name| converged(name)) && started.elapsed() < Duration::from_secs(240)
+    {
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    // A late second order would come from a run still in flight: let them finish.
+    std::thread::sleep(Duration::from_secs(2));
+    for agent in &agents {
+        rustix::process::kill_process(
+            rustix::process::Pid::from_raw(agent.id() as i32).unwrap(),
+            rustix::process::Signal::TERM,
+        )
+        .unwrap();
+    }
+    for agent in &mut agents {
+        agent.wait().unwrap();
+    }
+    let logs: String = HOSTS
+        .iter()
+        .map(|host| {
+            let log =
+                std::fs::read_to_string(fleet.host_dir(host).join("agent.log")).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(30).collect();
+            format!(
+                "=== {host}\n{}\n",
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            )
+        })
+        .collect();
+    let pending: Vec<&String> = names.iter().filter(|name| !converged(name)).collect();
+    assert!(
+        pending.is_empty(),
+        "not on one new serial everywhere: {pending:?}\n{logs}"
+    );
+    assert_eq!(fleet.issued(), COUNT, "{logs}");
+}
+
 /// Skeptic's list 4: the holder is paused (SIGSTOP) after its order was finalized and before
 /// it publishes, for longer than its lease; another host takes over and publishes. When the
 /// first one resumes its publish is refused (fencing token) and no host flips back.
