@@ -3,5 +3,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/ensure-deps.sh
-cargo build --quiet --release --bin evercert --example demo
-exec cargo run --quiet --release --example demo
+# EVERCERT_DEMO_PROFILE=dev runs the same demo on the unoptimised build: CI sets it, because
+# it has just built that profile for the tests and a release build of every dependency would
+# cost it minutes.
+profile="${EVERCERT_DEMO_PROFILE:-release}"
+cargo build --quiet --profile "$profile" --bin evercert --example demo
+exec cargo run --quiet --profile "$profile" --example demo
