@@ -692,7 +692,7 @@ fn cmd_renew(config: &Config, request: &RenewRequest) -> u8 {
         );
     }
     let report = runtime.block_on(renew::run(config, request, &deps));
-    backends.finish(&report);
+    backends.finish(config, &report);
     let count = |wanted: fn(&Outcome) -> bool| {
         report
             .outcomes

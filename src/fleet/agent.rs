@@ -149,11 +149,9 @@ impl Renewer for FleetRenewer {
             let prepared = {
                 let config = config.clone();
                 let fleet = fleet.clone();
-                tokio::task::spawn_blocking(move || {
-                    fleet.block(fleet.sync_account(&config, &config.acme.directory))
-                })
-                .await
-                .unwrap_or_else(|err| Err(err.to_string()))
+                tokio::task::spawn_blocking(move || fleet.block(fleet.sync_accounts(&config)))
+                    .await
+                    .unwrap_or_else(|err| Err(err.to_string()))
             };
             if let Err(message) = prepared {
                 return all_failed(names, Step::Account, format!("fleet mode: {message}"));
@@ -169,6 +167,15 @@ impl Renewer for FleetRenewer {
                 fanout: backends.fanout.clone(),
             };
             let report = renew::run(config, &request, &deps).await;
+            {
+                // An account this host registered at a fallback CA becomes the fleet's.
+                let config = config.clone();
+                let fleet = fleet.clone();
+                let _ = tokio::task::spawn_blocking(move || {
+                    fleet.block(fleet.share_new_accounts(&config));
+                })
+                .await;
+            }
             for (name, outcome) in &report.outcomes {
                 if matches!(outcome, Outcome::Renewed { .. }) {
                     let fleet = fleet.clone();

@@ -90,12 +90,14 @@ impl Backends {
         if request.dry_run {
             return Ok(());
         }
-        fleet.block(fleet.sync_account(config, &config.acme.directory))
+        fleet.block(fleet.sync_accounts(config))
     }
 
-    /// After a run: the holder reports what it installed to the fleet.
-    pub fn finish(&self, report: &RunReport) {
+    /// After a run: the holder reports what it installed to the fleet, and shares an account
+    /// it registered at a fallback CA.
+    pub fn finish(&self, config: &Config, report: &RunReport) {
         let Some(fleet) = &self.fleet else { return };
+        fleet.block(fleet.share_new_accounts(config));
         for (name, outcome) in &report.outcomes {
             if matches!(outcome, Outcome::Renewed { .. }) {
                 fleet.block(fleet.report_holder(name));

@@ -171,6 +171,10 @@ struct Fleet {
     alerts: PathBuf,
     /// `[alerts] webhook`, when a test wants one.
     webhook: Option<String>,
+    /// The primary CA's directory instead of Pebble's (through the proxy).
+    primary: Option<String>,
+    /// Lines at the end of `[acme]` (`[[acme.fallback]]` tables).
+    acme_extra: String,
 }
 
 /// How a host answers the CA's challenges.
@@ -202,6 +206,8 @@ impl Fleet {
             prefix: "/evercert/test".into(),
             alerts,
             webhook: None,
+            primary: None,
+            acme_extra: String::new(),
         }
     }
 
@@ -246,10 +252,14 @@ impl Fleet {
         let dir = self.host_dir(host);
         std::fs::create_dir_all(&dir).unwrap();
         let mut toml = format!(
-            "state_dir = \"{state}\"\n[acme]\ndirectory = \"{directory}\"\nstaging_directory = \"{directory}\"\ncontact = [\"mailto:ops@example.test\"]\nca_bundle = \"{bundle}\"\n\n",
+            "state_dir = \"{state}\"\n[acme]\ndirectory = \"{directory}\"\nstaging_directory = \"{directory}\"\ncontact = [\"mailto:ops@example.test\"]\nca_bundle = \"{bundle}\"\n{acme_extra}\n",
             state = dir.join("state").display(),
-            directory = self.proxy.directory_url(),
+            directory = self
+                .primary
+                .clone()
+                .unwrap_or_else(|| self.proxy.directory_url()),
             bundle = self.setup.pebble.ca_bundle_path().display(),
+            acme_extra = self.acme_extra,
         );
         let hook = self.setup.dns_hook();
         for name in names {
@@ -1084,4 +1094,47 @@ fn a_live_host_lagging_behind_the_current_version_alerts_through_command_and_web
         || fleet.run("web-1", &["cluster", "status"]).code == 0,
     );
     assert_eq!(fleet.issued(), 1);
+}
+
+/// Issue 11, item 6: the fleet shares its account at a fallback CA (`[[acme.fallback]]`) like
+/// the primary's. The primary CA is down (nothing listens at its URL): web-1's certificate is
+/// issued by the fallback (Pebble) with an account web-1 registers there and publishes;
+/// web-2, ordering another certificate from the fallback later, uses that account instead of
+/// registering its own. The primary being down stops neither run.
+#[test]
+fn the_account_at_a_fallback_ca_is_shared_by_the_fleet() {
+    let mut fleet = Fleet::start();
+    let fallback = fleet.proxy.directory_url();
+    fleet.primary = Some(format!("https://127.0.0.1:{}/dir", unused_loopback_port()));
+    fleet.acme_extra =
+        format!("\n[[acme.fallback]]\ndirectory = \"{fallback}\"\nfallback_after = \"0s\"\n");
+    fleet.config("web-1", &["one"], "");
+    fleet.config("web-2", &["two"], "");
+    fleet.plant_expired("web-1", "one");
+    fleet.plant_expired("web-2", "two");
+    let run = fleet.run("web-1", &["renew"]);
+    assert_eq!(run.code, 0, "{run}");
+    assert_eq!(fleet.issued(), 1, "{run}");
+    let run = fleet.run("web-2", &["renew"]);
+    assert_eq!(run.code, 0, "{run}");
+    assert_eq!(fleet.issued(), 2, "{run}");
+    let credentials = |host: &str| {
+        let dir = evercert::acme::account_dir(&fleet.host_dir(host).join("state"), &fallback);
+        std::fs::read(dir.join("credentials.json"))
+            .unwrap_or_else(|err| panic!("{host}: {}: {err}", dir.display()))
+    };
+    assert_eq!(credentials("web-2"), credentials("web-1"));
+    // Sealed in etcd: one account, the fallback's (the primary never answered).
+    let accounts = fleet.etcd.etcdctl(&[
+        "get",
+        "--prefix",
+        "--keys-only",
+        &format!("{}/account/", fleet.prefix),
+    ]);
+    assert_eq!(
+        accounts.lines().filter(|line| !line.is_empty()).count(),
+        1,
+        "{accounts}"
+    );
+    assert!(!fleet.etcd_dump("account").contains("PRIVATE KEY"));
 }
