@@ -37,6 +37,7 @@ done
 section=""
 in_assets=0; in_extended=0
 version=""; description=""; maintainer=""; deb_section=""; priority=""; extended=""
+license=""; copyright=""
 assets=(); conffiles=()
 while IFS= read -r line; do
     if [ $in_extended = 1 ]; then
@@ -60,6 +61,8 @@ while IFS= read -r line; do
         case "$section:$key" in
         package:version) version="$unquoted" ;;
         package:description) description="$unquoted" ;;
+        package:license) license="$unquoted" ;;
+        package.metadata.deb:copyright) copyright="$unquoted" ;;
         package.metadata.deb:maintainer) maintainer="$unquoted" ;;
         package.metadata.deb:section) deb_section="$unquoted" ;;
         package.metadata.deb:priority) priority="$unquoted" ;;
@@ -72,7 +75,7 @@ while IFS= read -r line; do
         esac
     fi
 done < Cargo.toml
-for name in version description maintainer extended; do
+for name in version description maintainer extended license copyright; do
     [ -n "${!name}" ] || { echo "build-deb.sh: no $name found in Cargo.toml" >&2; exit 1; }
 done
 [ ${#assets[@]} -gt 0 ] || { echo "build-deb.sh: no assets found in Cargo.toml" >&2; exit 1; }
@@ -97,6 +100,9 @@ for asset in "${assets[@]}"; do
     done
 done
 strip "$root/usr/bin/evercert"
+# Debian policy 12.5: every package carries its copyright file (cargo-deb writes the same).
+printf 'Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\nUpstream-Name: evercert\n\nFiles: *\nCopyright: %s\nLicense: %s\n' \
+    "$copyright" "$license" | install -D -m 0644 /dev/stdin "$root/usr/share/doc/evercert/copyright"
 
 for script in postinst prerm postrm preinst; do
     [ -f "debian/$script" ] && install -m 0755 "debian/$script" "$root/DEBIAN/$script"

@@ -243,21 +243,28 @@ exec systemd-nspawn --quiet -D "$ROOT" -M "$name" --register=no --keep-unit \
 
 impl Drop for Container {
     fn drop(&mut self) {
-        if self.leader != 0 {
+        let booted = self.leader != 0;
+        if booted {
             let _ = Command::new("timeout")
                 .args(["20", "nsenter", "-t"])
                 .arg(self.leader.to_string())
                 .args(["-a", "systemctl", "poweroff"])
                 .stdin(Stdio::null())
                 .output();
-        }
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while self.nspawn.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(100));
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while self.nspawn.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(100));
+            }
         }
         if self.nspawn.try_wait().ok().flatten().is_none() {
-            // PID 1 of a PID namespace: killing it kills everything in the container.
-            if let Some(pid) = rustix::process::Pid::from_raw(self.leader as i32) {
+            // PID 1 of the container's PID namespace (also one not yet systemd, when the boot
+            // failed early): killing it kills everything in the container.
+            let leader = if booted {
+                Some(self.leader)
+            } else {
+                child_of(self.nspawn.id())
+            };
+            if let Some(pid) = leader.and_then(|pid| rustix::process::Pid::from_raw(pid as i32)) {
                 let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
             }
             let _ = self.nspawn.kill();
@@ -421,6 +428,23 @@ fn the_deb_under_a_real_systemd() {
     container.ok("rm -f /var/lib/man-db/auto-update");
     container.ok("dpkg -i /root/evercert.deb");
     eprintln!("e2e: package installed: {:?}", started.elapsed());
+    // What dpkg recorded and postinst made: the template is a conffile (an upgrade keeps the
+    // operator's edits), the configuration and state directories have their modes.
+    let conffiles = container.ok("dpkg-query -W -f='${Conffiles}' evercert");
+    assert!(
+        conffiles.contains("/etc/evercert/evercert.toml"),
+        "not a conffile: {conffiles}"
+    );
+    let modes = container.ok(
+        "stat -c '%n %a %U' /etc/evercert /etc/evercert/evercert.toml /var/lib/evercert \
+         /usr/bin/evercert /usr/share/doc/evercert/copyright",
+    );
+    assert_eq!(
+        modes,
+        "/etc/evercert 700 root\n/etc/evercert/evercert.toml 600 root\n\
+         /var/lib/evercert 711 root\n/usr/bin/evercert 755 root\n\
+         /usr/share/doc/evercert/copyright 644 root\n"
+    );
     // The packaged unit, not a copy in /etc (Debian 12 names /usr/lib through /lib).
     let fragment = container.property("evercert.service", "FragmentPath");
     assert!(
