@@ -82,14 +82,8 @@ impl Drop for Running {
     }
 }
 
-/// Waits up to `limit` for `condition`.
-pub(crate) fn wait_for(limit: Duration, what: &str, mut condition: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !condition() {
-        assert!(started.elapsed() < limit, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
+/// The support crate's, re-exported for the modules that import it from here.
+pub(crate) use crate::support::wait_for;
 
 pub(crate) fn serial_of(path: &Path) -> Option<String> {
     let pem = std::fs::read(path).ok()?;

@@ -18,6 +18,7 @@ use time::format_description::well_known::Rfc3339;
 
 use crate::support::certs::{self, KeyType};
 use crate::support::setup::{CertSpec, Setup};
+use crate::support::wait_for;
 
 const WAITING: &str = "shop: another evercert is renewing this certificate; waiting";
 
@@ -89,15 +90,6 @@ impl Drop for Spawned {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-/// Waits up to `limit` for `condition`, then fails naming `what`.
-fn wait_for(limit: Duration, what: &str, mut condition: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !condition() {
-        assert!(started.elapsed() < limit, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(10));
     }
 }
 

@@ -19,6 +19,7 @@ use crate::support::certs::{self, KeyType};
 use crate::support::faultproxy::{Fault, FaultProxy};
 use crate::support::pebble::unused_loopback_port;
 use crate::support::setup::{CertSpec, Challenge, Setup};
+use crate::support::wait_for;
 
 /// How many half-sent requests: more than the 1,024 descriptors the server may open.
 const FLOOD: usize = 1_100;
@@ -138,14 +139,6 @@ fn http_get(port: u16, path: &str, deadline: Duration) -> Option<String> {
     let mut body = String::new();
     stream.read_to_string(&mut body).ok()?;
     Some(body).filter(|body| body.starts_with("HTTP/1."))
-}
-
-fn wait_for(limit: Duration, what: &str, mut condition: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !condition() {
-        assert!(started.elapsed() < limit, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// Writes a 90-day certificate for `shop` with `days` left at its configured paths.

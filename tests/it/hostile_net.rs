@@ -17,6 +17,7 @@ use time::format_description::well_known::Rfc3339;
 use crate::support::certs::{self, KeyType, TlsServer};
 use crate::support::hostile::{Answer, HostileServer};
 use crate::support::setup::{CertSpec, Setup};
+use crate::support::wait_for;
 
 /// Well above evercert's own footprint plus one capped body (4 MiB), far below what an
 /// unbounded read reaches in a second (hundreds of MiB).
@@ -264,14 +265,6 @@ impl Drop for Agent {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-fn wait_for(limit: Duration, what: &str, mut condition: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !condition() {
-        assert!(started.elapsed() < limit, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
