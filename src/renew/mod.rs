@@ -156,7 +156,9 @@ fn create_private_dir(dir: &Path) -> std::io::Result<()> {
 
 /// Runs the pipeline for the selected certificates, deciding at `deps.clock`'s now.
 pub async fn run(config: &Config, request: &RenewRequest, deps: &Deps<'_>) -> RunReport {
+    // Whole seconds, like every time evercert records and prints.
     let now = deps.clock.now();
+    let now = now.replace_nanosecond(0).unwrap_or(now);
     let selected: Vec<&CertificateSettings> = config
         .certificates
         .iter()

@@ -375,11 +375,13 @@ async fn a_pending_version_is_deployed_instead_of_ordering() {
     );
     let history = fx.state.load(NAME);
     assert_eq!(history.pending, None);
+    // Recorded at the run's clock, in whole seconds like every time evercert records.
+    let recorded = history.last_success.unwrap();
     assert!(
-        history
-            .last_success
-            .is_some_and(|at| at >= NOW && at < NOW + time::Duration::minutes(1))
+        recorded >= NOW && recorded < NOW + time::Duration::minutes(1),
+        "{recorded}"
     );
+    assert_eq!(recorded.nanosecond(), 0, "{recorded}");
 }
 
 #[tokio::test]
