@@ -3,7 +3,7 @@
 //! and `check` of more endpoints than there are file descriptors. Every network read must end
 //! with a clear error naming the URL, within its deadline, in bounded memory.
 //!
-//! Pebble cannot stall or flood, so the CA here is a stand-in (support/hostile.rs) trusted
+//! Pebble cannot stall or flood, so the CA here is a stand-in (testkit/src/hostile.rs) trusted
 //! through the test's `ca_bundle`; `check` probes a real TLS server on loopback.
 
 use std::io::{BufRead, BufReader, Read};

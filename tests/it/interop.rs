@@ -4,7 +4,7 @@
 //!
 //! acme2certifier differs from Pebble where it matters: it offers ARI, does not echo
 //! `replaces` in the order, and leaves an order `pending` after a failed challenge. Each test
-//! starts its own instance (support/a2c.rs); the virtualenv is built once per machine.
+//! starts its own instance (testkit/src/a2c.rs); the virtualenv is built once per machine.
 
 use std::fs;
 use std::path::PathBuf;
