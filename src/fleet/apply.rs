@@ -88,6 +88,18 @@ impl Fleet {
     /// Installs the fleet's current version of `name` when it is newer than this host's.
     /// `Err` when the fleet cannot be asked or its version is refused here.
     pub async fn catch_up(&self, name: &str) -> Result<CaughtUp, String> {
+        self.catch_up_checking(name, false).await
+    }
+
+    /// [`Self::catch_up`] before this host orders (under the lock): also when the files on
+    /// disk are not the version this host last installed — put back from a backup, replaced
+    /// or deleted by hand — the fleet's current version is installed again rather than a new
+    /// one ordered for the whole fleet.
+    pub async fn catch_up_before_order(&self, name: &str) -> Result<CaughtUp, String> {
+        self.catch_up_checking(name, true).await
+    }
+
+    async fn catch_up_checking(&self, name: &str, check_files: bool) -> Result<CaughtUp, String> {
         let _one_at_a_time = self.applying.lock().await;
         let Some(cert) = self.certificate(name).cloned() else {
             return Ok(CaughtUp::AlreadyCurrent);
@@ -100,8 +112,19 @@ impl Fleet {
         }
         let (generation, _) = self.current(name).await.map_err(|err| err.to_string())?;
         let local = load_local(self.state_dir(), name);
-        if generation == 0 || generation <= local.generation {
+        let files_replaced = check_files
+            && generation == local.generation
+            && crate::inventory::read_cert_file(&cert.cert_path)
+                .map_or(true, |file| file.leaf.serial != local.serial);
+        if generation == 0 || (generation <= local.generation && !files_replaced) {
             return Ok(CaughtUp::AlreadyCurrent);
+        }
+        if files_replaced {
+            tracing::info!(
+                "{name}: {} is not the fleet's generation {generation} (serial {}) this host installed; installing it again instead of ordering",
+                cert.cert_path.display(),
+                local.serial
+            );
         }
         if local.refused == Some(generation) {
             return Err(format!(
@@ -112,6 +135,13 @@ impl Fleet {
         let checked = match self.fetch_and_check(&cert, generation, now).await {
             Ok(checked) => checked,
             Err(Refusal::Unreachable(message)) => return Err(message),
+            // Installed here before, so not a bad version: it expired meanwhile. Order.
+            Err(Refusal::Refused(why)) if files_replaced => {
+                tracing::info!(
+                    "{name}: the fleet's generation {generation} cannot be put back ({why}); ordering"
+                );
+                return Ok(CaughtUp::AlreadyCurrent);
+            }
             Err(Refusal::Refused(why)) => {
                 let message = format!(
                     "refused the fleet's generation {generation} of {name}: {why}; the current files are kept"

@@ -108,7 +108,7 @@ impl RenewLock for FleetLock {
             let busy = match self.fleet.block(self.fleet.try_lock(name)) {
                 Ok(Attempt::Taken { token }) => {
                     // Re-read: has the fleet a version this host has not applied yet?
-                    match self.fleet.block(self.fleet.catch_up(name)) {
+                    match self.fleet.block(self.fleet.catch_up_before_order(name)) {
                         Ok(super::apply::CaughtUp::AlreadyCurrent) => {
                             self.fleet.hold(name, token);
                             let fleet = self.fleet.clone();

@@ -461,17 +461,21 @@ fn three_hosts_starting_at_once_order_once_and_all_install_it_and_a_late_joiner_
         assert_eq!(renewed, 1, "round {round}: {all}");
     }
 
-    // A host that joins late (or was down) installs the fleet's version and orders nothing.
+    // A host that joins late (or was down) installs the fleet's version and orders nothing;
+    // so does a host whose files were put back to an old expired pair (a restored backup).
     let before = fleet.issued();
     fleet.config("web-4", &["round3"], "");
-    fleet.plant_expired("web-4", "round3");
-    let run = fleet.run("web-4", &["renew"]);
-    assert_eq!(run.code, 0, "{run}");
-    assert_eq!(fleet.issued(), before, "{run}");
-    assert_eq!(
-        serial_of(&fleet.cert_path("web-4", "round3")),
-        serial_of(&fleet.cert_path("web-1", "round3"))
-    );
+    for case in ["late joiner", "files put back"] {
+        fleet.plant_expired("web-4", "round3");
+        let run = fleet.run("web-4", &["renew"]);
+        assert_eq!(run.code, 0, "{case}: {run}");
+        assert_eq!(fleet.issued(), before, "{case}: {run}");
+        assert_eq!(
+            serial_of(&fleet.cert_path("web-4", "round3")),
+            serial_of(&fleet.cert_path("web-1", "round3")),
+            "{case}"
+        );
+    }
     // The fleet's account was shared: one account directory content on every host.
     let credentials = |host: &str| {
         let accounts = fleet.host_dir(host).join("state/accounts");
@@ -927,7 +931,11 @@ fn agents_behind_a_balancer_answer_http01_on_every_host_order_once_and_all_insta
             "no validation reached {host}: {routed:?}\n{logs}"
         );
     }
-    assert!(logs.contains("served by 3 hosts"), "{logs}");
+    let fanned = logs
+        .lines()
+        .find(|line| line.contains("served by 3 hosts"))
+        .unwrap_or_else(|| panic!("no fan-out summary\n{logs}"));
+    eprintln!("{fanned}");
     wait_logged(
         Duration::from_secs(15),
         "the tokens withdrawn",
