@@ -90,7 +90,7 @@ name = "shop-served"
 endpoint = "{endpoint}"     # what the web server really serves
 
 [alerts]
-command = "cat >> {alerts_log}; echo >> {alerts_log}"
+command = "printf '%s\\n' \"$(cat)\" >> {alerts_log}"   # one write per alert: two at once stay two lines
 
 [metrics]
 listen = "{metrics}"
