@@ -1,6 +1,10 @@
 //! A real 3-member etcd cluster on loopback (Debian `etcd-server`), one process per member
 //! with its own data directory, client and peer port (TESTBEDS.md). Members can be killed,
 //! paused and started again; everything is killed and reaped on drop.
+//!
+//! The etcd binary is Debian's (3.4) unless `EVERCERT_ETCD_BIN` names another one, e.g. the
+//! etcd 3.5 that [`super::etcd35::etcd_3_5`] provides; its `etcdctl` is used when one lies
+//! beside it.
 
 use std::env;
 use std::fs::{self, File};
@@ -15,16 +19,42 @@ use super::pebble::{find_binary, unused_loopback_port};
 /// How long a fresh cluster may take to elect a leader on a loaded machine.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Panics with an actionable message unless etcd is installed (never skips).
-pub fn require_etcd() {
-    if find_binary("etcd").is_some() {
-        return;
+/// Names the etcd binary the fleet tests run instead of the one on PATH.
+pub const ETCD_BIN_ENV: &str = "EVERCERT_ETCD_BIN";
+
+/// The etcd binary to run: `EVERCERT_ETCD_BIN` when set, else `etcd` on PATH or in /usr/bin.
+/// Panics with an actionable message when there is none (never skips).
+pub fn etcd_binary() -> PathBuf {
+    if let Some(chosen) = env::var_os(ETCD_BIN_ENV) {
+        let chosen = PathBuf::from(chosen);
+        assert!(
+            chosen.is_file(),
+            "{ETCD_BIN_ENV}={} is not a file: point it at an etcd binary, or unset it to use Debian's",
+            chosen.display()
+        );
+        return chosen;
+    }
+    if let Some(found) = find_binary("etcd") {
+        return found;
     }
     let ci = env::var("CI").is_ok_and(|v| v == "true" || v == "1");
     panic!(
         "etcd not found on PATH or in /usr/bin{}: install Debian's etcd with `apt-get install -y etcd-server etcd-client` (scripts/ensure-deps.sh); fleet tests are never skipped",
         if ci { " (CI)" } else { "" }
     );
+}
+
+/// Panics with an actionable message unless etcd is installed (never skips).
+pub fn require_etcd() {
+    etcd_binary();
+}
+
+/// The `etcdctl` beside `etcd` when there is one (a release's own), else the one on PATH.
+fn etcdctl_for(etcd: &Path) -> PathBuf {
+    etcd.parent()
+        .map(|dir| dir.join("etcdctl"))
+        .filter(|beside| beside.is_file())
+        .unwrap_or_else(|| PathBuf::from("etcdctl"))
 }
 
 struct Member {
@@ -41,6 +71,8 @@ pub struct EtcdCluster {
     members: Vec<Member>,
     initial_cluster: String,
     token: String,
+    binary: PathBuf,
+    etcdctl: PathBuf,
 }
 
 impl EtcdCluster {
@@ -50,7 +82,11 @@ impl EtcdCluster {
     }
 
     pub fn start_with(count: usize) -> Self {
-        require_etcd();
+        Self::start_binary(&etcd_binary(), count)
+    }
+
+    /// Starts `count` members of the etcd at `binary`.
+    pub fn start_binary(binary: &Path, count: usize) -> Self {
         let dir = tempfile::tempdir().expect("tempdir for etcd");
         let members: Vec<Member> = (1..=count)
             .map(|index| Member {
@@ -76,6 +112,8 @@ impl EtcdCluster {
             members,
             initial_cluster,
             token,
+            binary: binary.to_owned(),
+            etcdctl: etcdctl_for(binary),
         };
         for index in 0..count {
             cluster.launch(index);
@@ -94,7 +132,7 @@ impl EtcdCluster {
             .append(true)
             .open(&member.log)
             .expect("etcd log file");
-        let child = Command::new("etcd")
+        let child = Command::new(&self.binary)
             .args(["--name", &member.name])
             .arg("--data-dir")
             .arg(&data)
@@ -179,7 +217,7 @@ impl EtcdCluster {
 
     /// The 0-based index of the current leader, from the members' own status.
     pub fn leader(&self) -> Option<usize> {
-        let output = Command::new("etcdctl")
+        let output = Command::new(&self.etcdctl)
             .env("ETCDCTL_API", "3")
             .arg(format!("--endpoints={}", self.endpoints().join(",")))
             .args(["endpoint", "status", "--write-out=simple"])
@@ -199,7 +237,7 @@ impl EtcdCluster {
 
     /// Every key under `prefix` with the byte size of its value (`etcdctl get --prefix`).
     pub fn keys(&self, prefix: &str) -> Vec<(String, usize)> {
-        let output = Command::new("etcdctl")
+        let output = Command::new(&self.etcdctl)
             .env("ETCDCTL_API", "3")
             .arg(format!("--endpoints={}", self.endpoints().join(",")))
             .args(["get", "--prefix", prefix, "--write-out=json"])
@@ -230,7 +268,7 @@ impl EtcdCluster {
 
     /// Runs `etcdctl ARGS…` against the cluster; its stdout.
     pub fn etcdctl(&self, args: &[&str]) -> String {
-        let output = Command::new("etcdctl")
+        let output = Command::new(&self.etcdctl)
             .env("ETCDCTL_API", "3")
             .arg(format!("--endpoints={}", self.endpoints().join(",")))
             .args(args)
@@ -242,6 +280,19 @@ impl EtcdCluster {
             String::from_utf8_lossy(&output.stderr)
         );
         String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// The first line of `etcd --version` of the running binary (`etcd Version: 3.4.23`).
+    pub fn version(&self) -> String {
+        let output = Command::new(&self.binary)
+            .arg("--version")
+            .output()
+            .expect("run etcd --version");
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_owned()
     }
 
     pub fn dir(&self) -> &Path {

@@ -21,6 +21,7 @@ pub mod certbot;
 pub mod certs;
 pub mod chaos;
 pub mod etcd;
+pub mod etcd35;
 pub mod faultproxy;
 pub mod hostile;
 pub mod nginx;
