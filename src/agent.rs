@@ -917,6 +917,7 @@ impl Agent {
                 failures: history.failures,
                 verify_failed: history.failure_step == Some(renew::Step::Verify),
                 fallback_renewals: history.fallback_renewals,
+                new_accounts: history.new_accounts,
             };
             let (events, next) = schedule::alerts_due(&memory, facts, now);
             for event in events {
@@ -924,6 +925,9 @@ impl Agent {
                 // success that cleared `last_error`).
                 let why = match event {
                     schedule::AlertEvent::FallbackUsed => history.fallback_reason.as_deref(),
+                    schedule::AlertEvent::AccountRegistered => {
+                        history.new_account_reason.as_deref()
+                    }
                     _ => history.last_error.as_deref(),
                 };
                 let alert = Alert::new(event, entry, why, now);

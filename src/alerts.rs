@@ -146,6 +146,12 @@ fn message(event: AlertEvent, entry: &Entry, failure: Option<&str>) -> String {
             entry.ca.as_deref().unwrap_or("(unknown)"),
             failure.unwrap_or("the primary CA kept failing")
         ),
+        AlertEvent::AccountRegistered => format!(
+            "{}: {}; the certificate {target} {expiry}; evercert uses the new account from now on (`evercert account show`): if nobody deactivated the old one on purpose, ask the CA why it no longer knows it (a database reset?), and update any CAA accounturi record that names the old account",
+            entry.name,
+            failure
+                .unwrap_or("the CA no longer knew evercert's account, so a new one was registered")
+        ),
         AlertEvent::Discovered => format!(
             "a certificate the web server serves is now monitored: {} ({target}); it {expiry}; evercert does not renew it: `evercert discover` shows the configuration line that serves it, and proposes a [[certificate]] to have evercert renew it",
             entry.name
@@ -170,6 +176,9 @@ pub fn log(alert: &Alert) {
         AlertEvent::Discovered => tracing::warn!(event = "discovered", "{}", alert.message),
         AlertEvent::FallbackUsed => {
             tracing::warn!(event = "fallback_used", "{}", alert.message);
+        }
+        AlertEvent::AccountRegistered => {
+            tracing::warn!(event = "account_registered", "{}", alert.message);
         }
         _ => tracing::error!(event = ?alert.event, "{}", alert.message),
     }

@@ -148,6 +148,9 @@ pub enum AlertEvent {
     Discovered,
     /// A certificate was issued by a fallback CA (`[[acme.fallback]]`): the primary failed.
     FallbackUsed,
+    /// The CA no longer knew evercert's account (lost or deactivated): a new one was
+    /// registered for this certificate's order.
+    AccountRegistered,
 }
 
 /// What was last alerted for one certificate (kept in the agent's state).
@@ -164,6 +167,9 @@ pub struct AlertMemory {
     /// Certificates issued by a fallback CA, as counted when last alerted.
     #[serde(default)]
     pub fallback_alerted: u64,
+    /// New accounts registered for this certificate's orders, as counted when last alerted.
+    #[serde(default)]
+    pub new_accounts_alerted: u64,
 }
 
 /// What is true of a certificate now, for alerting.
@@ -176,6 +182,8 @@ pub struct AlertFacts {
     pub verify_failed: bool,
     /// Certificates issued by a fallback CA so far (`CertHistory::fallback_renewals`).
     pub fallback_renewals: u64,
+    /// New accounts registered for its orders so far (`CertHistory::new_accounts`).
+    pub new_accounts: u64,
 }
 
 /// Which alerts to send now, and the memory to keep. Each alert is sent once per change of
@@ -212,6 +220,10 @@ pub fn alerts_due(
         events.push(AlertEvent::FallbackUsed);
     }
     next.fallback_alerted = facts.fallback_renewals;
+    if facts.new_accounts > memory.new_accounts_alerted {
+        events.push(AlertEvent::AccountRegistered);
+    }
+    next.new_accounts_alerted = facts.new_accounts;
 
     if facts.failures == 0 {
         if memory.failures_alerted > 0 && !events.contains(&AlertEvent::Recovered) {
@@ -390,6 +402,7 @@ mod tests {
             failures,
             verify_failed: false,
             fallback_renewals: 0,
+            new_accounts: 0,
         }
     }
 
@@ -429,6 +442,7 @@ mod tests {
             failures: 1,
             verify_failed: true,
             fallback_renewals: 0,
+            new_accounts: 0,
         };
         let (events, _) = alerts_due(&AlertMemory::default(), verify, NOW);
         assert_eq!(events, vec![AlertEvent::VerifyFailed]);
@@ -450,6 +464,28 @@ mod tests {
         };
         let (events, _) = alerts_due(&memory, again, NOW);
         assert_eq!(events, vec![AlertEvent::FallbackUsed]);
+    }
+
+    #[test]
+    fn a_new_account_is_alerted_once_per_registration() {
+        let registered = AlertFacts {
+            new_accounts: 1,
+            ..facts(CertState::Ok, 0)
+        };
+        let (events, memory) = alerts_due(&AlertMemory::default(), registered, NOW);
+        assert_eq!(events, vec![AlertEvent::AccountRegistered]);
+        let (events, memory) = alerts_due(&memory, registered, NOW);
+        assert_eq!(events, Vec::<AlertEvent>::new());
+        // A later registration, while the renewal also failed: both are said.
+        let again = AlertFacts {
+            new_accounts: 2,
+            ..facts(CertState::Ok, 1)
+        };
+        let (events, _) = alerts_due(&memory, again, NOW);
+        assert_eq!(
+            events,
+            vec![AlertEvent::AccountRegistered, AlertEvent::RenewalFailed]
+        );
     }
 
     #[test]

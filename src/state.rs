@@ -67,6 +67,13 @@ pub struct CertHistory {
     pub fallback_renewals: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fallback_reason: Option<String>,
+    /// Times an order of this certificate found that the CA no longer knew evercert's account
+    /// (lost or deactivated), so a new one was registered, and what happened the last time:
+    /// the agent alerts once for each.
+    #[serde(default)]
+    pub new_accounts: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_account_reason: Option<String>,
     /// When a fallback CA becomes the next attempt's choice, which the primary's backoff and
     /// Retry-After do not hold back (`decision::decide`).
     #[serde(

@@ -41,7 +41,12 @@ pub fn account_dir(state_dir: &Path, directory_url: &str) -> PathBuf {
 /// connection registers a new one. Returns where it went.
 pub fn forget_account(state_dir: &Path, directory: &str) -> std::io::Result<PathBuf> {
     let dir = account_dir(state_dir, directory);
-    let aside = dir.with_extension(format!("gone-{}", now_compact()));
+    // Appended, not `with_extension`: the directory's name has dots of its own (a host, an
+    // IP address), and replacing its last part would lose the port and hash that tell CAs
+    // apart.
+    let mut name = dir.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".gone-{}", now_compact()));
+    let aside = dir.with_file_name(name);
     std::fs::rename(&dir, &aside)?;
     Ok(aside)
 }
@@ -419,6 +424,19 @@ fn now_compact() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_forgotten_account_keeps_its_whole_name() {
+        let state = tempfile::tempdir().unwrap();
+        let directory = "https://127.0.0.1:14000/dir";
+        let dir = account_dir(state.path(), directory);
+        std::fs::create_dir_all(&dir).unwrap();
+        let aside = forget_account(state.path(), directory).unwrap();
+        let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+        let moved = aside.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(moved.starts_with(&format!("{name}.gone-")), "{moved}");
+        assert!(aside.is_dir() && !dir.exists());
+    }
 
     #[test]
     fn accounts_are_separate_per_directory() {

@@ -417,15 +417,29 @@ async fn order_primary<'c>(
     let slot: Mutex<Option<Arc<AcmeClient>>> = Mutex::new(Some(client));
     let slot = &slot;
     let attempt = |certs: Vec<&'c CertificateSettings>, round: retry::Round| async move {
+        // The old account and where its credentials went, for the `account_registered` alert.
+        let mut forgotten = None;
         if round.new_account {
-            match crate::acme::forget_account(&config.state_dir, directory) {
-                Ok(aside) => tracing::warn!(
-                    "the CA at {directory} no longer knows our account; moved its credentials to {} and registering a new one",
-                    aside.display()
-                ),
-                Err(err) => tracing::warn!("cannot move the stale account aside: {err}"),
-            }
-            *slot.lock().unwrap_or_else(PoisonError::into_inner) = None;
+            let old = slot
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take()
+                .map(|client| client.info.id.clone())
+                .unwrap_or_default();
+            let aside = match crate::acme::forget_account(&config.state_dir, directory) {
+                Ok(aside) => {
+                    tracing::warn!(
+                        "the CA at {directory} no longer knows our account; moved its credentials to {} and registering a new one",
+                        aside.display()
+                    );
+                    format!("in {}", aside.display())
+                }
+                Err(err) => {
+                    tracing::warn!("cannot move the stale account aside: {err}");
+                    format!("still in place ({err})")
+                }
+            };
+            forgotten = Some((old, aside));
         }
         let current = slot.lock().unwrap_or_else(PoisonError::into_inner).clone();
         let client = match current {
@@ -433,6 +447,13 @@ async fn order_primary<'c>(
             None => match connect(&config.acme, directory, config).await {
                 Ok(client) => {
                     *slot.lock().unwrap_or_else(PoisonError::into_inner) = Some(client.clone());
+                    if let Some((old, aside)) = &forgotten {
+                        let reason = format!(
+                            "the CA at {directory} no longer knew the account {old}, so a new account {} was registered; the old credentials are {aside}",
+                            client.info.id
+                        );
+                        note_new_account(deps, &certs, &reason);
+                    }
                     client
                 }
                 Err(failure) => {
@@ -465,6 +486,19 @@ async fn order_primary<'c>(
     let issued = retrying(policy, deps.clock, certs, attempt, announce).await;
     let client = slot.lock().unwrap_or_else(PoisonError::into_inner).take();
     (issued, client)
+}
+
+/// Notes in each certificate's history that its order needed a new account (the agent
+/// alerts `account_registered` once for each).
+fn note_new_account(deps: &Deps<'_>, certs: &[&CertificateSettings], reason: &str) {
+    for cert in certs {
+        let mut history = deps.state.load(&cert.name);
+        history.new_accounts += 1;
+        history.new_account_reason = Some(reason.to_owned());
+        if let Err(err) = deps.state.save(&cert.name, &history) {
+            tracing::warn!("{}: {err}", cert.name);
+        }
+    }
 }
 
 /// Records what the orders gave, deploys what was stored, and notes which CA each attempt

@@ -448,16 +448,11 @@ fn a_500_with_an_empty_body_names_the_status_and_keeps_a_valid_account() {
     assert_eq!(history["failure_kind"], "transient", "{history}");
 }
 
-/// An account deactivated elsewhere (with a copy of its key), and a CA that then answers the
-/// order with 500 `{}`: the lookup finds the account gone, evercert registers a new one once,
-/// and the renewal succeeds.
-#[test]
-fn an_account_deactivated_elsewhere_is_registered_again() {
-    let (setup, proxy) = pebble_behind_proxy();
-    let first = setup.run(&["renew"]);
-    assert_eq!(first.code, 0, "{first}");
+/// Deactivates the account of `setup` "elsewhere": a second state dir with a copy of its
+/// credentials runs `account deactivate`, so the first evercert does not know.
+fn deactivate_elsewhere(setup: &Setup) {
     let accounts = setup.state_dir().join("accounts");
-    let account = account_files(&setup).pop().expect("an account");
+    let account = account_files(setup).pop().expect("an account");
 
     // Elsewhere: a second state dir with a copy of the credentials deactivates the account.
     let elsewhere = tempfile::tempdir().expect("temp dir");
@@ -485,6 +480,80 @@ fn an_account_deactivated_elsewhere_is_registered_again() {
         .expect("run evercert");
     let elsewhere_run = Run::from_output(&output);
     assert_eq!(elsewhere_run.code, 0, "{elsewhere_run}");
+}
+
+/// An account deactivated elsewhere, with `evercert run`: the agent registers a new
+/// account once, renews, and sends an `account_registered` alert naming the CA, the old
+/// account and where its credentials went.
+#[test]
+fn the_agent_alerts_when_it_registers_a_new_account() {
+    let (mut setup, proxy) = pebble_behind_proxy();
+    let alerts_log = setup.path().join("alerts.jsonl");
+    setup.tail = format!(
+        "[alerts]\ncommand = \"printf '%s\\\\n' \\\"$(cat)\\\" >> {}\"\n",
+        alerts_log.display()
+    );
+    setup.write_config(&[CertSpec::new("shop")]);
+    let first = setup.run(&["renew"]);
+    assert_eq!(first.code, 0, "{first}");
+    let old_account = account_files(&setup).pop().expect("an account");
+    deactivate_elsewhere(&setup);
+    let planted = setup.plant("shop", 20).serial_hex;
+
+    let agent = crate::agent::Running::start(&setup);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let alerts = fs::read_to_string(&alerts_log).unwrap_or_default();
+        let renewed = crate::agent::serial_of(&setup.cert_path("shop"))
+            .is_some_and(|serial| serial != planted);
+        if renewed && alerts.contains("account_registered") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no renewal with a new account and its alert:\n{alerts}\n{}\n{}",
+            agent.log(),
+            proxy.describe()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let alerts = fs::read_to_string(&alerts_log).unwrap_or_default();
+    let registered: Vec<Value> = alerts
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|alert| alert["event"] == "account_registered")
+        .collect();
+    assert_eq!(registered.len(), 1, "{alerts}");
+    let message = registered[0]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains(&format!(
+            "the CA at {} no longer knew the account",
+            proxy.directory_url()
+        )),
+        "{message}"
+    );
+    assert!(message.contains(".gone-"), "{message}");
+    assert_eq!(registered[0]["name"], "shop");
+    let dirs = account_files(&setup);
+    assert_eq!(dirs.len(), 2, "one new account: {dirs:?}");
+    assert!(
+        dirs.iter()
+            .any(|dir| dir.starts_with(&old_account) && dir.contains(".gone-")),
+        "{dirs:?}"
+    );
+    let (code, _) = agent.stop();
+    assert_eq!(code, 0);
+}
+
+/// An account deactivated elsewhere (with a copy of its key), and a CA that then answers the
+/// order with 500 `{}`: the lookup finds the account gone, evercert registers a new one once,
+/// and the renewal succeeds.
+#[test]
+fn an_account_deactivated_elsewhere_is_registered_again() {
+    let (setup, proxy) = pebble_behind_proxy();
+    let first = setup.run(&["renew"]);
+    assert_eq!(first.code, 0, "{first}");
+    deactivate_elsewhere(&setup);
 
     let shown = setup.run(&["account", "show"]);
     assert_eq!(shown.code, 1, "{shown}");
