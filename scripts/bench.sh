@@ -8,10 +8,15 @@
 # The fleet section (issue 11, examples/bench_fleet.rs: three hosts x N due certificates
 # through a 3-member etcd) runs after it: --fleet-certs N (default 100), --skip-fleet,
 # --fleet-only.
+# The dns-01 section (issue 12, examples/bench_dns01.rs: order to issued against a real BIND,
+# the propagation check next to a fixed wait, one name and a wildcard pair) runs last:
+# --dns-runs N (default 7), --dns-wait SECS (the fixed wait compared, default 10), --skip-dns.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 fleet_certs=100
+dns_runs=7
+dns_wait=10
 run_bench=1
 bench_args=()
 while [ $# -gt 0 ]; do
@@ -19,6 +24,9 @@ while [ $# -gt 0 ]; do
     --fleet-certs) fleet_certs="$2"; shift 2 ;;
     --skip-fleet) fleet_certs=0; shift ;;
     --fleet-only) run_bench=0; shift ;;
+    --dns-runs) dns_runs="$2"; shift 2 ;;
+    --dns-wait) dns_wait="$2"; shift 2 ;;
+    --skip-dns) dns_runs=0; shift ;;
     *) bench_args+=("$1"); shift ;;
   esac
 done
@@ -50,7 +58,8 @@ if [ "${#missing[@]}" -gt 0 ]; then
   done
 fi
 
-cargo build --quiet --release --bin evercert --example bench --example bench_fleet
+cargo build --quiet --release --bin evercert --example bench --example bench_fleet \
+  --example bench_dns01
 
 # A quiet machine matters: wait (at most ~15 minutes) while the 1-minute load is above 1.5.
 for _ in $(seq 1 30); do
@@ -68,5 +77,9 @@ fi
 if [ "$fleet_certs" != 0 ]; then
   # A 3-member etcd, Pebble, three agents: fails (exit 1) on any order more or less than N.
   target/release/examples/bench_fleet "$fleet_certs" | tee -a target/bench/report.md
+fi
+if [ "$dns_runs" != 0 ]; then
+  # BIND (bind9, from ensure-deps.sh) and Pebble resolving through it; fails on any failed order.
+  target/release/examples/bench_dns01 "$dns_runs" "$dns_wait" | tee -a target/bench/report.md
 fi
 echo "report saved to target/bench/report.md" >&2
