@@ -90,6 +90,13 @@ pub trait Renewer: Send + Sync {
         names: Vec<String>,
         now: OffsetDateTime,
     ) -> BoxFuture<'a, RunReport>;
+
+    /// Makes the account the agent's other CA requests (ARI) use the one renewals use, before
+    /// a connection may register one. The single host has nothing to do; the fleet installs
+    /// its shared account (one account per CA for the whole fleet).
+    fn prepare_account<'a>(&'a self, _config: &'a Config) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async { Ok(()) })
+    }
 }
 
 /// The real pipeline with the file-backed store, lock and history.
@@ -857,7 +864,7 @@ impl Agent {
         let client = match self.acme_client().await {
             Ok(client) => client,
             Err(err) => {
-                tracing::warn!("ARI: cannot reach the CA: {err}; next try in an hour");
+                tracing::warn!("ARI: {err}; next try in an hour");
                 return Some(now + Duration::HOUR);
             }
         };
@@ -884,10 +891,11 @@ impl Agent {
         next
     }
 
-    async fn acme_client(&mut self) -> Result<Arc<AcmeClient>, crate::acme::AcmeError> {
+    async fn acme_client(&mut self) -> Result<Arc<AcmeClient>, String> {
         if let Some(client) = &self.acme {
             return Ok(client.clone());
         }
+        self.renewer.prepare_account(&self.config).await?;
         let client = Arc::new(
             AcmeClient::connect(
                 &self.config.acme,
@@ -895,7 +903,8 @@ impl Agent {
                 &self.config.state_dir,
                 &renew::save_secret,
             )
-            .await?,
+            .await
+            .map_err(|err| format!("cannot reach the CA: {err}"))?,
         );
         self.acme = Some(client.clone());
         Ok(client)

@@ -233,6 +233,29 @@ pub enum AgentLockError {
     Io { path: PathBuf, message: String },
 }
 
+/// Holds the lock under which an account at one CA is looked up and, when none is stored,
+/// registered. Two connections in one state_dir (the agent's ARI poll and its first renewal,
+/// or the agent and a one-shot `renew`) would otherwise both find no account and both
+/// register, leaving an unused account at the CA. Blocks until the lock is free: the holder's
+/// registration is bounded by the ACME client's own deadlines. `account` is the account's
+/// directory name; the leading dot keeps the file apart from certificate locks.
+pub fn hold_registration(state_dir: &Path, account: &str) -> Result<File, String> {
+    let locks = FileLock::new(state_dir.join("locks"));
+    let path = locks.dir.join(format!(".account-{account}.lock"));
+    let failed = |message: String| {
+        format!(
+            "cannot take the account lock {}: {message}; give evercert write access to its directory (systemd: ReadWritePaths=)",
+            path.display()
+        )
+    };
+    let file = locks.open(account, &path).map_err(|err| match err {
+        LockError::Io { message, .. } => failed(message),
+        other => failed(other.to_string()),
+    })?;
+    file.lock().map_err(|err| failed(err.to_string()))?;
+    Ok(file)
+}
+
 fn agent_lock_path(state_dir: &Path) -> PathBuf {
     state_dir.join("locks").join(AGENT_LOCK)
 }
@@ -317,6 +340,25 @@ mod tests {
     use super::*;
     use std::io::{BufRead, BufReader};
     use std::process::{Command, Stdio};
+
+    #[test]
+    fn a_second_registration_waits_until_the_first_is_done() {
+        let tmp = tempfile::tempdir().unwrap();
+        let first = hold_registration(tmp.path(), "ca.test-1").unwrap();
+        let (sent, received) = std::sync::mpsc::channel();
+        let state_dir = tmp.path().to_owned();
+        let waiter = std::thread::spawn(move || {
+            let second = hold_registration(&state_dir, "ca.test-1");
+            sent.send(second.is_ok()).unwrap();
+        });
+        // Another CA's account is not held up by this one.
+        drop(hold_registration(tmp.path(), "other.test-1").unwrap());
+        assert!(received.recv_timeout(Duration::from_millis(300)).is_err());
+        drop(first);
+        assert_eq!(received.recv_timeout(Duration::from_secs(10)), Ok(true));
+        waiter.join().unwrap();
+        assert!(tmp.path().join("locks/.account-ca.test-1.lock").is_file());
+    }
 
     #[test]
     fn a_second_holder_in_one_process_gets_busy_after_the_wait() {

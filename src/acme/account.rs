@@ -131,13 +131,38 @@ impl AcmeClient {
         loop {
             let result = match Self::load(settings, directory, state_dir).await {
                 Ok(Some(client)) => Ok(client),
-                Ok(None) => Self::register(settings, directory, state_dir, save).await,
+                Ok(None) => Self::register_once(settings, directory, state_dir, save).await,
                 Err(err) => Err(err),
             };
             match result {
                 Err(err) if err.bad_nonce && attempt < BAD_NONCE_ATTEMPTS => attempt += 1,
                 result => return result,
             }
+        }
+    }
+
+    /// Registers an account unless another connection in this state_dir did while we
+    /// waited for the registration lock (then that account is loaded): one account per CA.
+    async fn register_once(
+        settings: &AcmeSettings,
+        directory: &str,
+        state_dir: &Path,
+        save: SaveSecret<'_>,
+    ) -> Result<Self, AcmeError> {
+        let name = account_dir(state_dir, directory)
+            .file_name()
+            .map(|name| name.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let lock_dir = state_dir.to_owned();
+        // flock blocks the thread: wait for it off the runtime's workers.
+        let _held =
+            tokio::task::spawn_blocking(move || crate::lock::hold_registration(&lock_dir, &name))
+                .await
+                .map_err(|err| AcmeError::permanent(err.to_string()))?
+                .map_err(AcmeError::permanent)?;
+        match Self::load(settings, directory, state_dir).await? {
+            Some(client) => Ok(client),
+            None => Self::register(settings, directory, state_dir, save).await,
         }
     }
 

@@ -56,6 +56,20 @@ impl FleetRenewer {
             .clone()
     }
 
+    /// The fleet once joined. Right after the start the join is usually still in flight:
+    /// wait for it a little (the cluster timeout) rather than fail the first run and back off.
+    async fn joined(&self, config: &Config) -> Option<Arc<Fleet>> {
+        let waited = tokio::time::Instant::now();
+        let patience = config
+            .cluster
+            .as_ref()
+            .map_or(Duration::ZERO, |cluster| cluster.timeout);
+        while self.fleet().is_none() && waited.elapsed() < patience {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.fleet()
+    }
+
     /// Joins etcd, trying again every few seconds; then starts the watch.
     async fn join(&self, config: Config) {
         let Some(settings) = config.cluster.clone() else {
@@ -121,23 +135,9 @@ impl Renewer for FleetRenewer {
         now: OffsetDateTime,
     ) -> Pin<Box<dyn Future<Output = RunReport> + Send + 'a>> {
         Box::pin(async move {
-            // Right after the start the join is usually still in flight: wait for it a little
-            // rather than fail the first run and back off.
-            let waited = tokio::time::Instant::now();
-            let patience = config
-                .cluster
-                .as_ref()
-                .map_or(Duration::ZERO, |cluster| cluster.timeout);
-            while self.fleet().is_none() && waited.elapsed() < patience {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            let Some(fleet) = self.fleet() else {
+            let Some(fleet) = self.joined(config).await else {
                 // Not joined: order nothing.
-                return all_failed(
-                    names,
-                    Step::Lock,
-                    "fleet mode: etcd cannot be reached yet; nothing is ordered while the fleet cannot coordinate (the current files stay in place)".into(),
-                );
+                return all_failed(names, Step::Lock, NOT_JOINED.into());
             };
             let backends = Backends::fleet(config, fleet.clone());
             let request = RenewRequest {
@@ -146,14 +146,7 @@ impl Renewer for FleetRenewer {
                 dry_run: false,
                 retry_transient: false,
             };
-            let prepared = {
-                let config = config.clone();
-                let fleet = fleet.clone();
-                tokio::task::spawn_blocking(move || fleet.block(fleet.sync_accounts(&config)))
-                    .await
-                    .unwrap_or_else(|err| Err(err.to_string()))
-            };
-            if let Err(message) = prepared {
+            if let Err(message) = sync_accounts(&fleet, config).await {
                 return all_failed(names, Step::Account, format!("fleet mode: {message}"));
             }
             let progress = |name: &str, message: &str| tracing::info!("{name}: {message}");
@@ -189,6 +182,30 @@ impl Renewer for FleetRenewer {
             report
         })
     }
+
+    fn prepare_account<'a>(
+        &'a self,
+        config: &'a Config,
+    ) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>> {
+        Box::pin(async move {
+            let fleet = self.joined(config).await.ok_or(NOT_JOINED)?;
+            sync_accounts(&fleet, config)
+                .await
+                .map_err(|message| format!("fleet mode: {message}"))
+        })
+    }
+}
+
+const NOT_JOINED: &str = "fleet mode: etcd cannot be reached yet; nothing is ordered while the fleet cannot coordinate (the current files stay in place)";
+
+/// Installs the fleet's accounts in this host's state_dir (creating the primary's when the
+/// fleet has none), so no connection of this host registers one of its own.
+async fn sync_accounts(fleet: &Arc<Fleet>, config: &Config) -> Result<(), String> {
+    let config = config.clone();
+    let fleet = fleet.clone();
+    tokio::task::spawn_blocking(move || fleet.block(fleet.sync_accounts(&config)))
+        .await
+        .unwrap_or_else(|err| Err(err.to_string()))
 }
 
 /// Every certificate of the run failed at `step`, transiently (the agent's backoff follows).

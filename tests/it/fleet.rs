@@ -355,6 +355,18 @@ impl Fleet {
         finalized.len()
     }
 
+    /// Accounts Pebble holds: it logs "There are now N accounts in memory" on each new one.
+    fn accounts_at_ca(&self) -> usize {
+        let log = self.setup.pebble.pebble_log();
+        log.lines()
+            .filter_map(|line| {
+                let (_, rest) = line.split_once("There are now ")?;
+                rest.strip_suffix(" accounts in memory")?.parse().ok()
+            })
+            .max()
+            .unwrap_or(0)
+    }
+
     /// `renew` on every host of `hosts` at the same instant; each host's run, and all their
     /// output for assertion messages.
     fn renew_at_once(&self, hosts: &[&str]) -> (Vec<(String, Run)>, String) {
@@ -951,6 +963,9 @@ fn agents_behind_a_balancer_answer_http01_on_every_host_order_once_and_all_insta
         .map(|(host, agent)| format!("=== {host}\n{}", agent.log()))
         .collect();
     assert_eq!(fleet.issued(), 1, "{logs}");
+    // One account for the fleet: no agent registered its own for ARI at start-up (each
+    // asks the CA for renewal information before any renewal).
+    assert_eq!(fleet.accounts_at_ca(), 1, "{logs}");
     let routed = balancer.routed();
     assert!(
         routed.iter().all(|routed| routed.status.contains(" 200")),
