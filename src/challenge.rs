@@ -98,6 +98,10 @@ pub enum ChallengeError {
         "cannot share the http-01 token with the fleet: {message}; the CA was not asked to validate, the next attempt orders again"
     )]
     Fanout { message: String },
+    /// Serving another host's token; that host decides what happens next (it asks the CA
+    /// anyway), so nothing is said here about ordering again.
+    #[error("cannot serve the fleet's http-01 token here: {message}")]
+    CannotServeShared { message: String },
 }
 
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -408,7 +412,7 @@ pub async fn serve_shared_token(
 ) -> Result<Presented, ChallengeError> {
     let kind = kind_of(settings);
     if kind != ChallengeKind::Http01 {
-        return Err(ChallengeError::Fanout {
+        return Err(ChallengeError::CannotServeShared {
             message: format!("this host answers {} for it, not http-01", kind.as_str()),
         });
     }

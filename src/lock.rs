@@ -237,9 +237,10 @@ pub enum AgentLockError {
 /// registered. Two connections in one state_dir (the agent's ARI poll and its first renewal,
 /// or the agent and a one-shot `renew`) would otherwise both find no account and both
 /// register, leaving an unused account at the CA. Blocks until the lock is free: the holder's
-/// registration is bounded by the ACME client's own deadlines. `account` is the account's
-/// directory name; the leading dot keeps the file apart from certificate locks.
-pub fn hold_registration(state_dir: &Path, account: &str) -> Result<File, String> {
+/// registration is bounded by the ACME client's own deadlines, and the wait by `wait` (a
+/// holder that is stopped or hung must not stall every renewal behind it). `account` is the
+/// account's directory name; the leading dot keeps the file apart from certificate locks.
+pub fn hold_registration(state_dir: &Path, account: &str, wait: Duration) -> Result<File, String> {
     let locks = FileLock::new(state_dir.join("locks"));
     let path = locks.dir.join(format!(".account-{account}.lock"));
     let failed = |message: String| {
@@ -252,8 +253,23 @@ pub fn hold_registration(state_dir: &Path, account: &str) -> Result<File, String
         LockError::Io { message, .. } => failed(message),
         other => failed(other.to_string()),
     })?;
-    file.lock().map_err(|err| failed(err.to_string()))?;
-    Ok(file)
+    let started = Instant::now();
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(TryLockError::WouldBlock) if started.elapsed() < wait => {
+                std::thread::sleep(POLL.min(wait.saturating_sub(started.elapsed())));
+            }
+            Err(TryLockError::WouldBlock) => {
+                return Err(failed(format!(
+                    "another evercert process{} has been registering the account for {}s",
+                    holder(read_pid(&file)),
+                    wait.as_secs()
+                )));
+            }
+            Err(TryLockError::Error(err)) => return Err(failed(err.to_string())),
+        }
+    }
 }
 
 fn agent_lock_path(state_dir: &Path) -> PathBuf {
@@ -341,23 +357,30 @@ mod tests {
     use std::io::{BufRead, BufReader};
     use std::process::{Command, Stdio};
 
+    const WAIT: Duration = Duration::from_secs(10);
+
     #[test]
     fn a_second_registration_waits_until_the_first_is_done() {
         let tmp = tempfile::tempdir().unwrap();
-        let first = hold_registration(tmp.path(), "ca.test-1").unwrap();
+        let first = hold_registration(tmp.path(), "ca.test-1", WAIT).unwrap();
         let (sent, received) = std::sync::mpsc::channel();
         let state_dir = tmp.path().to_owned();
         let waiter = std::thread::spawn(move || {
-            let second = hold_registration(&state_dir, "ca.test-1");
+            let second = hold_registration(&state_dir, "ca.test-1", WAIT);
             sent.send(second.is_ok()).unwrap();
         });
         // Another CA's account is not held up by this one.
-        drop(hold_registration(tmp.path(), "other.test-1").unwrap());
+        drop(hold_registration(tmp.path(), "other.test-1", WAIT).unwrap());
         assert!(received.recv_timeout(Duration::from_millis(300)).is_err());
         drop(first);
         assert_eq!(received.recv_timeout(Duration::from_secs(10)), Ok(true));
         waiter.join().unwrap();
         assert!(tmp.path().join("locks/.account-ca.test-1.lock").is_file());
+        // A holder that never lets go stalls the next one only for the wait.
+        let _stuck = hold_registration(tmp.path(), "ca.test-1", WAIT).unwrap();
+        let err =
+            hold_registration(tmp.path(), "ca.test-1", Duration::from_millis(200)).unwrap_err();
+        assert!(err.contains("has been registering the account"), "{err}");
     }
 
     #[test]

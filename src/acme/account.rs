@@ -12,6 +12,11 @@ use serde::{Deserialize, Serialize};
 use super::error::{AcmeError, Operation, ProblemType, classify};
 use super::http::build_http;
 use super::{AcmeClient, BAD_NONCE_ATTEMPTS, SaveSecret};
+use crate::acme::FailureKind;
+
+/// How long a connection waits for another one in this state_dir to finish registering an
+/// account (each of its requests has its own deadline; this bounds a stopped or hung one).
+const REGISTRATION_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
 use crate::config::AcmeSettings;
 
 /// Where an account's credentials for one directory live: `STATE_DIR/accounts/HOST-HASH/`.
@@ -154,12 +159,14 @@ impl AcmeClient {
             .map(|name| name.to_string_lossy().into_owned())
             .unwrap_or_default();
         let lock_dir = state_dir.to_owned();
-        // flock blocks the thread: wait for it off the runtime's workers.
-        let _held =
-            tokio::task::spawn_blocking(move || crate::lock::hold_registration(&lock_dir, &name))
-                .await
-                .map_err(|err| AcmeError::permanent(err.to_string()))?
-                .map_err(AcmeError::permanent)?;
+        // The lock is polled with sleeps: wait for it off the runtime's workers. A holder
+        // that does not finish in time is reported as transient: the next attempt tries again.
+        let _held = tokio::task::spawn_blocking(move || {
+            crate::lock::hold_registration(&lock_dir, &name, REGISTRATION_WAIT)
+        })
+        .await
+        .map_err(|err| AcmeError::permanent(err.to_string()))?
+        .map_err(|message| AcmeError::local(FailureKind::Transient, message))?;
         match Self::load(settings, directory, state_dir).await? {
             Some(client) => Ok(client),
             None => Self::register(settings, directory, state_dir, save).await,

@@ -88,6 +88,9 @@ impl std::fmt::Debug for Fleet {
     }
 }
 
+/// The name of the fleet runtime's threads (its worker and its blocking pool).
+const RUNTIME_THREAD: &str = "evercert-fleet";
+
 /// How long leaving the fleet may hold up a process that exits.
 const LEAVE_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -101,7 +104,11 @@ impl Drop for Fleet {
         // has exited. Bounded; when it fails the lease runs out within lease_ttl anyway.
         // Waited on from a thread of its own: blocking inside another runtime panics.
         let lease = self.lease();
-        if lease != 0 {
+        // Dropped on the fleet runtime's own thread (a background task held the last
+        // reference), block_on from a helper thread would wait for a runtime whose only
+        // worker is this blocked thread: no revoke then; the lease runs out by itself.
+        let on_own_runtime = std::thread::current().name() == Some(RUNTIME_THREAD);
+        if lease != 0 && !on_own_runtime {
             let etcd = self.etcd.clone();
             std::thread::scope(|scope| {
                 let _ = scope
@@ -128,7 +135,7 @@ impl Fleet {
         let key = FleetKey::load(&settings.secret_key_file)?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
-            .thread_name("evercert-fleet")
+            .thread_name(RUNTIME_THREAD)
             .enable_all()
             .build()
             .map_err(|err| FleetError::Runtime(err.to_string()))?;
