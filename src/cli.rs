@@ -667,8 +667,9 @@ fn cmd_renew(config: &Config, request: &RenewRequest) -> u8 {
         return 1;
     }
     // Under journald (the timer's one-shot) a failure is stored as an error, so that
-    // `journalctl -u evercert-renew -p err` shows it; progress lines stay info.
-    let journal = std::env::var_os("JOURNAL_STREAM").is_some();
+    // `journalctl -u evercert-renew -p err` shows it; progress lines stay info. Only when
+    // standard output itself is the journal's stream: piped or redirected, `<3>` is text.
+    let journal = crate::logging::to_journal(crate::logging::Stream::Stdout);
     let failure_prefix = |failed: bool| if journal && failed { "<3>" } else { "" };
     let progress = |name: &str, message: &str| {
         let mut stdout = std::io::stdout().lock();

@@ -26,17 +26,27 @@ impl Running {
     }
 
     /// Starts `command` (an `evercert run`), collecting its log.
-    pub(crate) fn spawn(mut command: std::process::Command) -> Self {
-        let mut child = command
+    pub(crate) fn spawn(command: std::process::Command) -> Self {
+        Self::spawn_with_stderr(command, std::io::pipe().unwrap())
+    }
+
+    /// Starts `command` with its standard error on a pipe the caller made (to know its
+    /// device and inode, as `JOURNAL_STREAM` names them), collecting its log.
+    pub(crate) fn spawn_with_stderr(
+        mut command: std::process::Command,
+        (stderr, writer): (std::io::PipeReader, std::io::PipeWriter),
+    ) -> Self {
+        let child = command
             .env(
                 "EVERCERT_LOG",
                 std::env::var("AGENT_TEST_LOG").unwrap_or_else(|_| "info".into()),
             )
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
+            .stderr(writer)
             .spawn()
             .unwrap();
-        let stderr = child.stderr.take().unwrap();
+        // The command holds the write end: drop it, or the reader never sees the end.
+        drop(command);
         let log = Arc::new(Mutex::new(String::new()));
         let sink = log.clone();
         std::thread::spawn(move || {
