@@ -34,6 +34,8 @@ const META_FILE: &str = "meta.json";
 const DIR_MODE: u32 = 0o755;
 const CHAIN_MODE: u32 = 0o644;
 const STAGING_PREFIX: &str = ".tmp-";
+/// The start of the name of the empty file [`check_writable`] creates and removes.
+const PROBE_PREFIX: &str = ".evercert-probe-";
 const PATH_TEMP_SUFFIX: &str = ".evercert-tmp";
 const DELAY_ENV: &str = "EVERCERT_TEST_STORE_DELAY_MS";
 
@@ -585,6 +587,25 @@ impl CertStore for FsStore {
                 Ok(_) => remove_entry(name, &tmp)?,
             }
         }
+        // A run killed inside `preflight` leaves its empty write probe behind: in the archive
+        // it would be listed as a version, beside the web server's files it is litter.
+        let mut dirs = vec![versions_dir, live_dir];
+        dirs.extend(target.files().map(parent_dir));
+        dirs.sort();
+        dirs.dedup();
+        for dir in dirs {
+            for entry in read_dir_names(name, &dir)? {
+                let probe = dir.join(&entry);
+                // Only a plain file is ours; another run may be removing its own right now.
+                if is_probe(&entry.to_string_lossy())
+                    && fs::symlink_metadata(&probe).is_ok_and(|meta| meta.is_file())
+                    && let Err(err) = fs::remove_file(&probe)
+                    && err.kind() != io::ErrorKind::NotFound
+                {
+                    return Err(io_error(name, "remove the stale temp", &probe, &err));
+                }
+            }
+        }
         Ok(())
     }
 
@@ -800,7 +821,7 @@ impl CertStore for FsStore {
 /// (a read-only file system, permissions) and what to do.
 pub fn check_writable(name: &str, dir: &Path) -> Result<(), StoreError> {
     let (probe, file) = loop {
-        let probe = dir.join(format!(".evercert-probe-{:016x}", rand::random::<u64>()));
+        let probe = dir.join(format!("{PROBE_PREFIX}{:016x}", rand::random::<u64>()));
         match create_new_file(&probe, 0o600) {
             Ok(file) => break (probe, file),
             Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {}
@@ -808,7 +829,21 @@ pub fn check_writable(name: &str, dir: &Path) -> Result<(), StoreError> {
         }
     };
     drop(file);
-    fs::remove_file(&probe).map_err(|err| io_error(name, "remove a file in", dir, &err))
+    match fs::remove_file(&probe) {
+        // Another run's `recover` (a certificate sharing the directory) took it: the file was
+        // created, which is what this proves.
+        Err(err) if err.kind() != io::ErrorKind::NotFound => {
+            Err(io_error(name, "remove a file in", dir, &err))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// `.evercert-probe-<16 hex>`: a probe [`check_writable`] left when its run was killed.
+fn is_probe(entry: &str) -> bool {
+    entry
+        .strip_prefix(PROBE_PREFIX)
+        .is_some_and(|random| random.len() == 16 && random.chars().all(|c| c.is_ascii_hexdigit()))
 }
 
 /// The http-01 webroot (or the token directory below it, where it exists) is writable.
@@ -2020,10 +2055,29 @@ mod tests {
         std::os::unix::fs::symlink("/nowhere", &cert_tmp).unwrap();
         let key_tmp = path_temp(&fx.key_path);
         fs::write(&key_tmp, "stale").unwrap();
+        // Write probes of runs killed in `preflight`, in every directory it probes.
+        let probes = [
+            state.join("archive/shop/.evercert-probe-00000000deadbeef"),
+            state.join("live/.evercert-probe-0123456789abcdef"),
+            parent_dir(&fx.cert_path).join(".evercert-probe-fedcba9876543210"),
+        ];
+        for probe in &probes {
+            fs::write(probe, "").unwrap();
+        }
+        let not_a_probe = parent_dir(&fx.cert_path).join(".evercert-probe-notours");
+        fs::write(&not_a_probe, "").unwrap();
 
         fx.store.recover(&target).unwrap();
         fx.store.recover(&target).unwrap();
-        for gone in [&staging, &live_tmp, &cert_tmp, &key_tmp] {
+        assert!(
+            not_a_probe.is_file(),
+            "only names check_writable makes are removed"
+        );
+        fs::remove_file(&not_a_probe).unwrap();
+        for gone in [&staging, &live_tmp, &cert_tmp, &key_tmp]
+            .into_iter()
+            .chain(&probes)
+        {
             assert!(
                 fs::symlink_metadata(gone).is_err(),
                 "{} is gone",

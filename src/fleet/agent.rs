@@ -8,6 +8,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -22,6 +23,10 @@ use crate::renew::{self, Failure, Outcome, RenewRequest, RunReport, Step};
 
 /// How often to try joining etcd again while it cannot be reached.
 const JOIN_RETRY: Duration = Duration::from_secs(5);
+/// A renewal waits for the agent's first join attempt for at most this many cluster
+/// timeouts: the attempt (a lease grant and a put, each retried across the members for up
+/// to two timeouts) ends well within it; the cap only guards against one that hangs.
+const FIRST_JOIN_WAIT_TIMEOUTS: u32 = 8;
 
 /// The renewer the agent uses: the single-host pipeline, or the fleet's with `[cluster]`.
 pub fn renewer(config: &Config) -> Arc<dyn Renewer> {
@@ -30,6 +35,7 @@ pub fn renewer(config: &Config) -> Arc<dyn Renewer> {
     }
     let renewer = Arc::new(FleetRenewer {
         fleet: Mutex::new(None),
+        first_join_done: AtomicBool::new(false),
     });
     let joining = renewer.clone();
     let config = config.clone();
@@ -40,6 +46,8 @@ pub fn renewer(config: &Config) -> Arc<dyn Renewer> {
 /// Renews through the fleet once joined.
 pub struct FleetRenewer {
     fleet: Mutex<Option<Arc<Fleet>>>,
+    /// The first attempt to join has ended, joined or not.
+    first_join_done: AtomicBool,
 }
 
 impl std::fmt::Debug for FleetRenewer {
@@ -57,14 +65,19 @@ impl FleetRenewer {
     }
 
     /// The fleet once joined. Right after the start the join is usually still in flight:
-    /// wait for it a little (the cluster timeout) rather than fail the first run and back off.
+    /// wait until its first attempt ends rather than fail the first run, which would put the
+    /// renewal behind the agent's backoff (5 min at least). A fixed wait of one cluster
+    /// timeout was too short on a loaded machine: three agents started together all failed
+    /// their first run, joined a second later, and ordered nothing for minutes.
     async fn joined(&self, config: &Config) -> Option<Arc<Fleet>> {
         let waited = tokio::time::Instant::now();
-        let patience = config
-            .cluster
-            .as_ref()
-            .map_or(Duration::ZERO, |cluster| cluster.timeout);
-        while self.fleet().is_none() && waited.elapsed() < patience {
+        let patience = config.cluster.as_ref().map_or(Duration::ZERO, |cluster| {
+            cluster.timeout * FIRST_JOIN_WAIT_TIMEOUTS
+        });
+        while self.fleet().is_none()
+            && !self.first_join_done.load(Ordering::SeqCst)
+            && waited.elapsed() < patience
+        {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         self.fleet()
@@ -93,9 +106,12 @@ impl FleetRenewer {
                     fleet.spawn(super::apply::watch(weak.clone()));
                     fleet.spawn(super::lag::watch(weak));
                     *self.fleet.lock().unwrap_or_else(PoisonError::into_inner) = Some(fleet);
+                    self.first_join_done.store(true, Ordering::SeqCst);
                     return;
                 }
                 Ok(Err(err)) => {
+                    // A renewal waiting for this attempt fails now, not after the alert.
+                    self.first_join_done.store(true, Ordering::SeqCst);
                     let message = format!(
                         "cannot join the fleet: {err}; serving the current certificates, ordering nothing until etcd is back"
                     );
@@ -106,7 +122,10 @@ impl FleetRenewer {
                         alerted = true;
                     }
                 }
-                Err(err) => tracing::warn!("fleet: joining panicked: {err}"),
+                Err(err) => {
+                    self.first_join_done.store(true, Ordering::SeqCst);
+                    tracing::warn!("fleet: joining panicked: {err}");
+                }
             }
             tokio::time::sleep(JOIN_RETRY).await;
         }
