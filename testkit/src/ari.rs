@@ -74,16 +74,7 @@ impl AriServer {
             retry_after_secs: 3600,
         }));
         let hits = Arc::new(AtomicUsize::new(0));
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(
-                vec![leaf.der().clone()],
-                rustls::pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into()),
-            )
-            .unwrap();
+        let config = super::tls::server_config(&leaf.pem(), &leaf_key.serialize_pem());
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
         let (shutdown, mut stop) = tokio::sync::oneshot::channel::<()>();
         let (served_window, served_hits) = (window.clone(), hits.clone());

@@ -17,8 +17,6 @@ use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
     KeyPair, KeyUsagePurpose, RsaKeySize, SerialNumber,
 };
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use time::{Duration, OffsetDateTime};
 use tokio::io::AsyncReadExt;
 
@@ -313,19 +311,7 @@ impl TlsServer {
 
     /// Serves the certificates of `chain_pem` in file order, with the key `key_pem`.
     pub fn serve(chain_pem: &str, key_pem: &str) -> Self {
-        let chain: Vec<CertificateDer<'static>> =
-            CertificateDer::pem_slice_iter(chain_pem.as_bytes())
-                .collect::<Result<_, _>>()
-                .unwrap();
-        let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).unwrap();
-        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::aws_lc_rs::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .unwrap();
+        let config = super::tls::server_config(chain_pem, key_pem);
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
 
         // Bound here, so the port is known (and listening) before `start` returns.

@@ -34,8 +34,6 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use serde_json::{Value, json};
 
 use super::pebble::{Pebble, bind_loopback_listener};
@@ -221,18 +219,7 @@ impl FaultProxy {
         let directory = pebble.get(&upstream_directory).json();
 
         let (cert_pem, key_pem) = pebble.mint_https_leaf();
-        let chain: Vec<CertificateDer<'static>> =
-            CertificateDer::pem_slice_iter(cert_pem.as_bytes())
-                .collect::<Result<_, _>>()
-                .expect("minted leaf PEM");
-        let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).expect("minted key PEM");
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let mut server = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .expect("protocol versions")
-            .with_no_client_auth()
-            .with_single_cert(chain, key)
-            .expect("proxy certificate");
+        let mut server = super::tls::server_config(&cert_pem, &key_pem);
         // HTTP/1.1 only: one request at a time per connection, simple to fault.
         server.alpn_protocols = vec![b"http/1.1".to_vec()];
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));

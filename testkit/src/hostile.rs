@@ -16,8 +16,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// How a route answers.
@@ -117,18 +115,7 @@ impl HostileServer {
     /// Over TLS with this certificate chain and key (e.g. `Pebble::mint_https_leaf`, which
     /// evercert trusts through the test's `ca_bundle`).
     pub fn https(chain_pem: &str, key_pem: &str) -> Self {
-        let chain: Vec<CertificateDer<'static>> =
-            CertificateDer::pem_slice_iter(chain_pem.as_bytes())
-                .collect::<Result<_, _>>()
-                .expect("chain PEM");
-        let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).expect("key PEM");
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let mut config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .expect("protocol versions")
-            .with_no_client_auth()
-            .with_single_cert(chain, key)
-            .expect("server certificate");
+        let mut config = super::tls::server_config(chain_pem, key_pem);
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         Self::start(
             "https",

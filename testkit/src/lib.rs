@@ -27,6 +27,7 @@ pub mod hostile;
 pub mod nginx;
 pub mod pebble;
 pub mod setup;
+pub mod tls;
 pub mod webhook;
 pub mod webroot;
 pub mod webserver;

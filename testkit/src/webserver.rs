@@ -126,12 +126,7 @@ impl FileTlsServer {
             fixed,
             lingering,
         });
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .expect("protocol versions")
-            .with_no_client_auth()
-            .with_cert_resolver(resolver);
+        let config = super::tls::server_builder().with_cert_resolver(resolver);
         let config = Arc::new(config);
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
         listener
