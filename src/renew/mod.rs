@@ -633,15 +633,8 @@ async fn fallback_stage<'c>(
             keep.push((cert, result));
             continue;
         }
-        // The history as it will be once this failure is recorded.
-        let mut history = deps.state.load(&cert.name);
-        history.record_failure(
-            failure.kind,
-            failure.step,
-            &failure.message,
-            failure.retry_after,
-            now,
-        );
+        // The history as it will be once this failure is recorded (and the attempt noted).
+        let mut history = record::with_failure(deps.state.load(&cert.name), failure, now);
         history.last_ca = Some(primary.to_owned());
         let warning_at = warnings.get(&cert.name).copied().flatten();
         match fallback::choose(primary, &config.acme.fallbacks, &history, warning_at, now) {

@@ -10,7 +10,7 @@ use super::store::Live;
 use super::{Deps, Failure, Outcome, RunReport, ordered};
 use crate::config::CertificateSettings;
 use crate::decision::Reason;
-use crate::state::Pending;
+use crate::state::{CertHistory, Pending};
 use crate::store::VersionId;
 use crate::units::rfc3339;
 
@@ -101,6 +101,23 @@ pub(super) fn record_failure(
     record(deps, name, failure, now, None);
 }
 
+/// `history` once `failure` is recorded in it: what [`record`] writes, and what the choice of a
+/// fallback CA predicts on a copy before anything is written, so the two cannot drift.
+pub(super) fn with_failure(
+    mut history: CertHistory,
+    failure: &Failure,
+    now: OffsetDateTime,
+) -> CertHistory {
+    history.record_failure(
+        failure.kind,
+        failure.step,
+        &failure.message,
+        failure.retry_after,
+        now,
+    );
+    history
+}
+
 /// Records a failure in the history, with the version left pending by a failed deploy.
 pub(super) fn record(
     deps: &Deps<'_>,
@@ -109,18 +126,52 @@ pub(super) fn record(
     now: OffsetDateTime,
     pending: Option<Pending>,
 ) {
-    let mut history = deps.state.load(name);
-    history.record_failure(
-        failure.kind,
-        failure.step,
-        &failure.message,
-        failure.retry_after,
-        now,
-    );
+    let mut history = with_failure(deps.state.load(name), failure, now);
     if pending.is_some() {
         history.pending = pending;
     }
     if let Err(err) = deps.state.save(name, &history) {
         tracing::warn!("{name}: {err}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use time::macros::datetime;
+
+    use super::*;
+    use crate::acme::FailureKind;
+    use crate::renew::Step;
+
+    #[test]
+    fn a_failure_counts_keeps_when_failing_began_and_takes_the_latest_retry_time() {
+        let first = datetime!(2026-01-01 00:00 UTC);
+        let second = datetime!(2026-01-01 06:00 UTC);
+        let mut down = Failure::new(Step::Order, FailureKind::Transient, "CA down");
+        down.retry_after = Some(datetime!(2026-01-01 01:00 UTC));
+        let once = with_failure(CertHistory::default(), &down, first);
+        assert_eq!(once.failures, 1);
+        assert_eq!(once.failing_since, Some(first));
+        assert_eq!(once.last_failure, Some(first));
+        assert_eq!(once.retry_after, down.retry_after);
+
+        let refused = Failure::new(Step::Check, FailureKind::Permanent, "CSR refused");
+        let twice = with_failure(once.clone(), &refused, second);
+        assert_eq!(twice.failures, 2);
+        assert_eq!(twice.failing_since, Some(first));
+        assert_eq!(twice.last_failure, Some(second));
+        assert_eq!(twice.last_error.as_deref(), Some("CSR refused"));
+        assert_eq!(twice.failure_kind, Some(FailureKind::Permanent));
+        assert_eq!(twice.failure_step, Some(Step::Check));
+        assert_eq!(twice.retry_after, None);
+        // What was there before the failure stays.
+        let served = CertHistory {
+            last_success: Some(first),
+            ..CertHistory::default()
+        };
+        assert_eq!(
+            with_failure(served, &refused, second).last_success,
+            Some(first)
+        );
     }
 }
