@@ -26,6 +26,7 @@ pub mod faultproxy;
 pub mod hostile;
 pub mod nginx;
 pub mod pebble;
+pub mod process;
 pub mod setup;
 pub mod tls;
 pub mod webhook;

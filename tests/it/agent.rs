@@ -2,10 +2,10 @@
 //! serves metrics, notices files changed on disk, reloads its config on SIGHUP, and stops
 //! cleanly on SIGTERM.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use time::Duration as TimeDuration;
@@ -14,83 +14,8 @@ use crate::support::certs::{self, KeyType};
 use crate::support::setup::{CertSpec, Setup};
 use crate::support::webhook::WebhookSink;
 
-/// A running agent, killed if the test ends early.
-pub(crate) struct Running {
-    pub(crate) child: Child,
-    pub(crate) log: Arc<Mutex<String>>,
-}
-
-impl Running {
-    pub(crate) fn start(setup: &Setup) -> Self {
-        Self::spawn(setup.command(&["run"]))
-    }
-
-    /// Starts `command` (an `evercert run`), collecting its log.
-    pub(crate) fn spawn(command: std::process::Command) -> Self {
-        Self::spawn_with_stderr(command, std::io::pipe().unwrap())
-    }
-
-    /// Starts `command` with its standard error on a pipe the caller made (to know its
-    /// device and inode, as `JOURNAL_STREAM` names them), collecting its log.
-    pub(crate) fn spawn_with_stderr(
-        mut command: std::process::Command,
-        (stderr, writer): (std::io::PipeReader, std::io::PipeWriter),
-    ) -> Self {
-        let child = command
-            .env(
-                "EVERCERT_LOG",
-                std::env::var("AGENT_TEST_LOG").unwrap_or_else(|_| "info".into()),
-            )
-            .stdout(Stdio::null())
-            .stderr(writer)
-            .spawn()
-            .unwrap();
-        // The command holds the write end: drop it, or the reader never sees the end.
-        drop(command);
-        let log = Arc::new(Mutex::new(String::new()));
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let mut log = sink.lock().unwrap();
-                log.push_str(&line);
-                log.push('\n');
-            }
-        });
-        Self { child, log }
-    }
-
-    pub(crate) fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
-    }
-
-    pub(crate) fn signal(&self, signal: rustix::process::Signal) {
-        let pid = rustix::process::Pid::from_raw(self.child.id() as i32).unwrap();
-        rustix::process::kill_process(pid, signal).unwrap();
-    }
-
-    /// Sends SIGTERM and returns the exit code and how long it took.
-    pub(crate) fn stop(mut self) -> (i32, Duration) {
-        let started = Instant::now();
-        self.signal(rustix::process::Signal::TERM);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return (status.code().unwrap_or(-1), started.elapsed());
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(20),
-                "the agent did not stop on SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+/// The support crate's agent guard, re-exported for the modules that import it from here.
+pub(crate) use crate::support::process::Running;
 
 /// The support crate's, re-exported for the modules that import it from here.
 pub(crate) use crate::support::wait_for;
@@ -569,5 +494,3 @@ fn alerts_are_posted_to_the_webhook() {
     // Once per change: a single alert for the one state.
     assert_eq!(webhook.requests().len(), 1);
 }
-
-use std::sync::{Arc, Mutex};

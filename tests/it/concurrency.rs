@@ -7,91 +7,18 @@
 //! how fast the machine is.
 
 use std::fs;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::support::certs::{self, KeyType};
+use crate::support::process::{Capture, Running};
 use crate::support::setup::{CertSpec, Setup};
 use crate::support::wait_for;
 
 const WAITING: &str = "shop: another evercert is renewing this certificate; waiting";
-
-/// A child process whose output is collected on background threads; killed if dropped.
-struct Spawned {
-    child: Child,
-    output: Arc<Mutex<String>>,
-    readers: Vec<std::thread::JoinHandle<()>>,
-}
-
-impl Spawned {
-    fn start(mut command: std::process::Command) -> Self {
-        let mut child = command
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let output = Arc::new(Mutex::new(String::new()));
-        let mut readers = Vec::new();
-        let streams: [Box<dyn std::io::Read + Send>; 2] = [
-            Box::new(child.stdout.take().unwrap()),
-            Box::new(child.stderr.take().unwrap()),
-        ];
-        for stream in streams {
-            let sink = output.clone();
-            readers.push(std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    let mut sink = sink.lock().unwrap();
-                    sink.push_str(&line);
-                    sink.push('\n');
-                }
-            }));
-        }
-        Self {
-            child,
-            output,
-            readers,
-        }
-    }
-
-    fn output(&self) -> String {
-        self.output.lock().unwrap().clone()
-    }
-
-    fn signal(&self, signal: rustix::process::Signal) {
-        let pid = rustix::process::Pid::from_raw(self.child.id() as i32).unwrap();
-        let _ = rustix::process::kill_process(pid, signal);
-    }
-
-    /// Waits up to `limit` for the exit; `None` if it is still running.
-    fn wait(&mut self, limit: Duration) -> Option<i32> {
-        let started = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                for reader in self.readers.drain(..) {
-                    reader.join().unwrap();
-                }
-                return Some(status.code().unwrap_or(-1));
-            }
-            if started.elapsed() > limit {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Spawned {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn staging_dirs(setup: &Setup) -> Vec<PathBuf> {
     fs::read_dir(setup.state_dir().join("archive/shop"))
@@ -171,7 +98,7 @@ fn renew_waits_for_the_agent_renewing_the_same_certificate_and_orders_after_it()
         "EVERCERT_TEST_STORE_DELAY_MS",
         AGENT_STEP_DELAY.as_millis().to_string(),
     );
-    let mut agent = Spawned::start(agent_command);
+    let mut agent = Running::capture(agent_command, Capture::StdoutAndStderr);
     // A staged version exists only inside the agent's install, under its lock.
     wait_for(
         Duration::from_secs(60),
@@ -182,7 +109,7 @@ fn renew_waits_for_the_agent_renewing_the_same_certificate_and_orders_after_it()
     let started = Instant::now();
     let renew = setup.run(&["renew", "--force"]);
     let renew_took = started.elapsed();
-    assert_eq!(renew.code, 0, "{}\nagent:\n{}", renew.all(), agent.output());
+    assert_eq!(renew.code, 0, "{}\nagent:\n{}", renew.all(), agent.log());
     assert!(
         renew.stdout.contains(WAITING),
         "renew did not say it waits: {}",
@@ -209,7 +136,7 @@ fn renew_waits_for_the_agent_renewing_the_same_certificate_and_orders_after_it()
     // Two issued versions: the agent's, then renew's, whose install began only after the
     // agent's slowed install (at least AGENT_PAUSES_AT_LEAST pauses) was over.
     let versions = issued_versions(&setup);
-    assert_eq!(versions.len(), 2, "{versions:?}\n{}", agent.output());
+    assert_eq!(versions.len(), 2, "{versions:?}\n{}", agent.log());
     let (agent_version, agent_issued_at) = &versions[0];
     let (renew_version, renew_issued_at) = &versions[1];
     let gap = *renew_issued_at - *agent_issued_at;
@@ -231,7 +158,7 @@ fn renew_waits_for_the_agent_renewing_the_same_certificate_and_orders_after_it()
 
     agent.signal(rustix::process::Signal::TERM);
     let code = agent.wait(Duration::from_secs(20));
-    assert_eq!(code, Some(0), "agent:\n{}", agent.output());
+    assert_eq!(code, Some(0), "agent:\n{}", agent.log());
     // The agent renewed exactly once: renew's run did not make it order again.
     assert_eq!(issued_versions(&setup).len(), 2);
     println!(
@@ -249,7 +176,7 @@ fn a_lock_left_by_a_killed_renew_does_not_block_the_next_one() {
     // A renew stuck in its install, holding the lock, killed with SIGKILL.
     let mut command = setup.command(&["renew", "--force"]);
     command.env("EVERCERT_TEST_STORE_DELAY_MS", "5000");
-    let mut holder = Spawned::start(command);
+    let mut holder = Running::capture(command, Capture::StdoutAndStderr);
     wait_for(
         Duration::from_secs(60),
         "the renew to start installing",
@@ -300,7 +227,7 @@ fn renew_that_waited_for_the_agent_does_not_order_a_second_certificate() {
         "EVERCERT_TEST_STORE_DELAY_MS",
         AGENT_STEP_DELAY.as_millis().to_string(),
     );
-    let mut agent = Spawned::start(agent_command);
+    let mut agent = Running::capture(agent_command, Capture::StdoutAndStderr);
     wait_for(
         Duration::from_secs(60),
         "the agent to start installing",
@@ -331,7 +258,7 @@ fn renew_that_waited_for_the_agent_does_not_order_a_second_certificate() {
         agent.wait(Duration::from_secs(20)),
         Some(0),
         "{}",
-        agent.output()
+        agent.log()
     );
 }
 
@@ -350,7 +277,10 @@ fn a_run_rolling_back_after_a_failed_reload_leaves_a_newer_version_live() {
     assert_eq!(first.code, 0, "{}", first.all());
 
     fs::write(marks.join("armed"), "").unwrap();
-    let mut failing = Spawned::start(setup.command(&["renew", "--force"]));
+    let mut failing = Running::capture(
+        setup.command(&["renew", "--force"]),
+        Capture::StdoutAndStderr,
+    );
     wait_for(
         Duration::from_secs(60),
         "the failing reload to start",
@@ -364,9 +294,9 @@ fn a_run_rolling_back_after_a_failed_reload_leaves_a_newer_version_live() {
         failing.wait(Duration::from_secs(60)),
         Some(1),
         "{}",
-        failing.output()
+        failing.log()
     );
-    let failed = failing.output();
+    let failed = failing.log();
     let version = second
         .stdout
         .lines()

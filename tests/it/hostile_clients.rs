@@ -8,8 +8,7 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::Child;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,6 +17,7 @@ use rustix::process::{Pid, Resource, Rlimit};
 use crate::support::certs::{self, KeyType};
 use crate::support::faultproxy::{Fault, FaultProxy};
 use crate::support::pebble::unused_loopback_port;
+use crate::support::process::{Capture, Running};
 use crate::support::setup::{CertSpec, Challenge, Setup};
 use crate::support::wait_for;
 
@@ -28,54 +28,24 @@ const SERVER_FILE_LIMIT: u64 = 1_024;
 /// USER_HZ, the unit of utime/stime in /proc/PID/stat (100 on every Linux architecture).
 const CLOCK_TICKS: f64 = 100.0;
 
-/// A running evercert process printing (stdout and stderr) to a file; killed if the test ends early.
-struct Server {
-    child: Child,
-    log_path: PathBuf,
-}
-
-impl Server {
-    fn start(setup: &Setup, args: &[&str]) -> Self {
-        let log_path = setup.path().join(format!("{}.log", args.join("-")));
-        let log = std::fs::File::create(&log_path).unwrap();
-        let child = setup
-            .command(args)
-            .env("EVERCERT_LOG", "info")
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        // Before it opens anything worth counting: the limit most servers run with.
-        rustix::process::prlimit(
-            Some(pid_of(&child)),
-            Resource::Nofile,
-            Rlimit {
-                current: Some(SERVER_FILE_LIMIT),
-                maximum: Some(SERVER_FILE_LIMIT),
-            },
-        )
-        .expect("prlimit on the evercert child");
-        Self { child, log_path }
-    }
-
-    fn pid(&self) -> Pid {
-        pid_of(&self.child)
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log_path).unwrap_or_default()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn pid_of(child: &Child) -> Pid {
-    Pid::from_raw(child.id() as i32).unwrap()
+/// A running evercert process printing (stdout and stderr) to a file, with the usual file
+/// limit; killed if the test ends early.
+fn start_server(setup: &Setup, args: &[&str]) -> Running {
+    let log_path = setup.path().join(format!("{}.log", args.join("-")));
+    let mut command = setup.command(args);
+    command.env("EVERCERT_LOG", "info");
+    let server = Running::capture(command, Capture::File(log_path));
+    // Before it opens anything worth counting: the limit most servers run with.
+    rustix::process::prlimit(
+        Some(server.pid()),
+        Resource::Nofile,
+        Rlimit {
+            current: Some(SERVER_FILE_LIMIT),
+            maximum: Some(SERVER_FILE_LIMIT),
+        },
+    )
+    .expect("prlimit on the evercert child");
+    server
 }
 
 /// utime + stime of `pid`, in seconds.
@@ -164,7 +134,7 @@ fn metrics_answers_1100_half_sent_requests_under_a_1024_file_limit() {
     setup.write_config(&[CertSpec::new("shop")]);
     // Far from due: the agent has no network work of its own during the test.
     put_shop(&setup, 80);
-    let agent = Server::start(&setup, &["run"]);
+    let agent = start_server(&setup, &["run"]);
     let pid = agent.pid();
     wait_for(Duration::from_secs(30), "/metrics to answer", || {
         http_get(port, "/metrics", Duration::from_secs(5)).is_some_and(|r| r.contains(" 200 "))
@@ -289,7 +259,7 @@ fn validates_under_a_flood(challenge: &Challenge) {
         _ => (setup.pebble.http_port(), HALF_HTTP_REQUEST),
     };
     setup.write_config(&[CertSpec::new("shop").challenge(challenge.clone())]);
-    let renew = Server::start(&setup, &["renew"]);
+    let renew = start_server(&setup, &["renew"]);
     let pid = renew.pid();
     let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let flooding = {
@@ -377,7 +347,7 @@ fn a_reload_hook_printing_1_5_gb_keeps_memory_bounded_and_reports_its_tail() {
     setup.write_config(&[CertSpec::new("shop")
         .reload(&hook)
         .extra("reload_timeout = \"5m\"")]);
-    let renew = Server::start(&setup, &["renew"]);
+    let renew = start_server(&setup, &["renew"]);
     let pid = renew.pid();
     let started = Instant::now();
     let mut peak = 0;
@@ -430,7 +400,7 @@ fn a_background_writer_left_by_a_hook_is_cut_off_from_the_agent() {
     );
     setup.write_config(&[CertSpec::new("shop").reload(&hook)]);
     put_shop(&setup, 80);
-    let agent = Server::start(&setup, &["run"]);
+    let agent = start_server(&setup, &["run"]);
     let pid = agent.pid();
     wait_for(Duration::from_secs(30), "the agent's first scan", || {
         agent.log().contains("starting")
@@ -532,9 +502,8 @@ fn the_agent_is_not_dumpable() {
     )
     .unwrap();
     std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let log_path = dir.join("run.log");
-    let log = std::fs::File::create(&log_path).unwrap();
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_evercert"))
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_evercert"));
+    command
         .current_dir(dir)
         .env_remove("EVERCERT_CONFIG")
         .env("EVERCERT_LOG", "info")
@@ -542,12 +511,8 @@ fn the_agent_is_not_dumpable() {
         .arg(&config)
         .arg("run")
         .uid(NOBODY)
-        .gid(NOBODY)
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let server = Server { child, log_path };
+        .gid(NOBODY);
+    let server = Running::capture(command, Capture::File(dir.join("run.log")));
     wait_for(Duration::from_secs(30), "the agent to start", || {
         server.log().contains("starting")
     });

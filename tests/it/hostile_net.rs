@@ -16,6 +16,7 @@ use time::format_description::well_known::Rfc3339;
 
 use crate::support::certs::{self, KeyType, TlsServer};
 use crate::support::hostile::{Answer, HostileServer};
+use crate::support::process::{Capture, Running};
 use crate::support::setup::{CertSpec, Setup};
 use crate::support::wait_for;
 
@@ -230,44 +231,6 @@ fn a_429_on_the_directory_or_the_nonce_says_rate_limited_with_the_retry_time() {
     }
 }
 
-/// The agent, killed when the test ends.
-struct Agent {
-    child: Child,
-    lines: Lines,
-}
-
-impl Agent {
-    fn start(setup: &Setup) -> Self {
-        let started = Instant::now();
-        let mut child = setup
-            .command(&["run"])
-            .env("EVERCERT_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let lines: Lines = Arc::default();
-        collect(child.stderr.take().unwrap(), &lines, started);
-        Self { child, lines }
-    }
-
-    fn log(&self) -> String {
-        let lines = self.lines.lock().unwrap();
-        lines
-            .iter()
-            .map(|(_, line)| line.as_str())
-            .collect::<Vec<_>>()
-            .join("\n")
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn a_webhook_stalling_its_body_does_not_stop_alert_delivery_and_its_secrets_stay_out_of_the_log() {
     let mut setup = Setup::new();
@@ -303,7 +266,9 @@ fn a_webhook_stalling_its_body_does_not_stop_alert_delivery_and_its_secrets_stay
         port = hook.port(),
     );
     setup.write_config(&[]);
-    let agent = Agent::start(&setup);
+    let mut command = setup.command(&["run"]);
+    command.env("EVERCERT_LOG", "info");
+    let agent = Running::capture(command, Capture::Stderr);
     let alerts = || std::fs::read_to_string(&alerts_log).unwrap_or_default();
     let delivered = |name: &str| {
         alerts()
