@@ -231,6 +231,7 @@ pub(crate) fn classify(
                     uri: None,
                     status,
                     problem: Some(&problem),
+                    garbled: false,
                     retry_after: None,
                 },
                 directory,
@@ -264,6 +265,7 @@ pub(crate) fn classify(
                         uri: Some(&answer.uri),
                         status: Some(answer.status.as_u16()),
                         problem: answer.problem.as_ref(),
+                        garbled: answer.garbled,
                         retry_after: answer.retry_after,
                     },
                     directory,
@@ -291,6 +293,17 @@ pub(crate) fn classify(
                 }
             }
         },
+        // A success whose body does not parse: cut short or damaged on the way (or a CA
+        // that writes broken JSON). Nothing was refused; said in the operator's words.
+        instant_acme::Error::Json(err) => AcmeError {
+            operation: Some(operation),
+            ..AcmeError::local(
+                FailureKind::Transient,
+                format!(
+                    "the answer of the CA at {directory} to {operation} does not parse ({err}): it was cut short or damaged on the way; it will be retried"
+                ),
+            )
+        },
         other => AcmeError {
             operation: Some(operation),
             ..AcmeError::local(
@@ -307,6 +320,9 @@ struct Answer<'a> {
     uri: Option<&'a str>,
     status: Option<u16>,
     problem: Option<&'a instant_acme::Problem>,
+    /// The body was meant to be a JSON problem document but does not parse (cut short or
+    /// damaged on the way): the CA's verdict is unknown.
+    garbled: bool,
     retry_after: Option<SystemTime>,
 }
 
@@ -329,6 +345,9 @@ fn from_answer(operation: Operation, answer: &Answer<'_>, directory: &str) -> Ac
         } else if server_error
             || (client_error && problem == Some(ProblemType::BadNonce))
             || (status.is_none() && problem == Some(ProblemType::ServerInternal))
+            // An answer whose problem document was cut short may have been a badNonce or
+            // anything else: nothing says the CA refused, so it is tried again soon.
+            || (answer.garbled && problem.is_none())
         {
             FailureKind::Transient
         } else {
@@ -354,6 +373,9 @@ fn from_answer(operation: Operation, answer: &Answer<'_>, directory: &str) -> Ac
         (Some(detail), Some(problem)) => said.push_str(&format!(": {detail} ({problem})")),
         (Some(detail), None) => said.push_str(&format!(": {detail}")),
         (None, Some(problem)) => said.push_str(&format!(" ({problem}, no detail)")),
+        (None, None) if answer.garbled => said.push_str(
+            " with a problem document that does not parse (cut short or damaged on the way)",
+        ),
         (None, None) => said.push_str(" with no problem detail"),
     }
     let said = said.trim_start_matches(": ").trim_start().to_owned();
@@ -492,6 +514,7 @@ mod tests {
             method,
             status: http::StatusCode::from_u16(status).unwrap(),
             problem: serde_json::from_value(body).ok(),
+            garbled: false,
             retry_after: retry_in.map(|secs| SystemTime::now() + Duration::from_secs(secs)),
         }))
     }
@@ -502,6 +525,102 @@ mod tests {
             "detail": "because",
             "status": status,
         })
+    }
+
+    /// The answer the HTTP layer makes of a failed request whose body is `body` (a problem
+    /// document, or HTML when it starts with `<`), as sent.
+    fn answered_with_body(method: http::Method, status: u16, body: &[u8]) -> instant_acme::Error {
+        let mut headers = http::HeaderMap::new();
+        let kind = if body.starts_with(b"<") {
+            "text/html"
+        } else {
+            "application/problem+json"
+        };
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static(kind),
+        );
+        instant_acme::Error::Other(Box::new(CaAnswered {
+            uri: "https://ca/acme/x".to_owned(),
+            method,
+            status: http::StatusCode::from_u16(status).unwrap(),
+            problem: serde_json::from_slice(body).ok(),
+            garbled: super::super::http::garbled_json(&headers, body),
+            retry_after: None,
+        }))
+    }
+
+    /// The soak's lost certificate: Pebble's badNonce (a 400) cut in half by the fault proxy
+    /// read as "400 with no problem detail", a refusal, and the certificate waited 30+
+    /// minutes. An answer cut short says nothing about what the CA decided: transient, on
+    /// every request of an order, whatever the 4xx.
+    #[test]
+    fn an_error_answer_cut_short_is_transient_not_a_refusal() {
+        let bad_nonce = br#"{"type":"urn:ietf:params:acme:error:badNonce","detail":"JWS has an invalid anti-replay nonce: \"abc\"","status":400}"#;
+        let operations = [
+            Operation::NewAccount,
+            Operation::NewOrder,
+            Operation::Authorization,
+            Operation::Challenge,
+            Operation::Order,
+            Operation::Finalize,
+            Operation::Certificate,
+        ];
+        for operation in operations {
+            for status in [400, 403, 404, 409] {
+                for cut in [1, bad_nonce.len() / 2, bad_nonce.len() - 1] {
+                    let err = classify(
+                        answered_with_body(http::Method::POST, status, &bad_nonce[..cut]),
+                        operation,
+                        "https://ca/dir",
+                        false,
+                    );
+                    let label = format!("{operation:?} {status} cut at {cut}");
+                    assert_eq!(err.kind, FailureKind::Transient, "{label}: {}", err.message);
+                    assert!(!err.account_suspect(), "{label}");
+                    for words in ["does not parse", "will be retried", "https://ca/acme/x"] {
+                        assert!(err.message.contains(words), "{label}: {}", err.message);
+                    }
+                    assert!(!err.message.contains("refused"), "{label}: {}", err.message);
+                }
+            }
+        }
+        // A successful answer cut short (an order, an authorization) fails to parse in
+        // instant-acme: transient too, and said so.
+        let cut = serde_json::from_slice::<serde_json::Value>(&bad_nonce[..20]).unwrap_err();
+        let err = classify(
+            instant_acme::Error::Json(cut),
+            Operation::Order,
+            "https://ca/dir",
+            false,
+        );
+        assert_eq!(err.kind, FailureKind::Transient, "{}", err.message);
+        assert!(err.message.contains("cut short"), "{}", err.message);
+        // The whole answer is what it says: a badNonce is retried, a refusal is one.
+        let whole = classify(
+            answered_with_body(http::Method::POST, 400, bad_nonce),
+            Operation::NewOrder,
+            "https://ca/dir",
+            false,
+        );
+        assert_eq!(whole.kind, FailureKind::Transient);
+        assert!(whole.bad_nonce);
+        let refused = br#"{"type":"urn:ietf:params:acme:error:rejectedIdentifier","detail":"no","status":400}"#;
+        let refused = classify(
+            answered_with_body(http::Method::POST, 400, refused),
+            Operation::NewOrder,
+            "https://ca/dir",
+            false,
+        );
+        assert_eq!(refused.kind, FailureKind::Permanent, "{}", refused.message);
+        // An HTML page from something in between is readable, and no problem document.
+        let page = classify(
+            answered_with_body(http::Method::POST, 403, b"<html>denied</html>"),
+            Operation::NewOrder,
+            "https://ca/dir",
+            false,
+        );
+        assert_eq!(page.kind, FailureKind::Permanent, "{}", page.message);
     }
 
     #[test]

@@ -142,6 +142,7 @@ impl HttpClient for CaHttp {
             let status = parts.status;
             if !(status.is_success() || status.is_redirection() || status.is_informational()) {
                 let problem = serde_json::from_slice::<instant_acme::Problem>(&body).ok();
+                let garbled = problem.is_none() && garbled_json(&parts.headers, &body);
                 // instant-acme retries a badNonce itself, from the 400 it sees.
                 let bad_nonce = status == http::StatusCode::BAD_REQUEST
                     && problem.as_ref().and_then(|p| p.r#type.as_deref())
@@ -160,6 +161,7 @@ impl HttpClient for CaHttp {
                         method,
                         status,
                         problem,
+                        garbled,
                         retry_after,
                     })));
                 }
@@ -231,6 +233,9 @@ pub(crate) struct CaAnswered {
     pub(crate) status: http::StatusCode,
     /// The problem document of the answer, if it had one.
     pub(crate) problem: Option<instant_acme::Problem>,
+    /// The body was meant to be JSON but does not parse ([`garbled_json`]): cut short or
+    /// damaged on the way, so what the CA said is unknown.
+    pub(crate) garbled: bool,
     /// Retry-After of this answer (429 and 5xx only).
     pub(crate) retry_after: Option<SystemTime>,
 }
@@ -251,6 +256,23 @@ impl fmt::Display for CaAnswered {
 }
 
 impl std::error::Error for CaAnswered {}
+
+/// Whether `body` claims to be JSON (by its content type, or by starting like an object)
+/// but does not parse: an answer cut short (a connection dropped mid-body, a proxy that
+/// truncates) or damaged in transit. An empty body, a JSON value that is not a problem
+/// document, or an HTML error page are readable answers, not garbled ones.
+pub(crate) fn garbled_json(headers: &http::HeaderMap, body: &[u8]) -> bool {
+    let text = body.trim_ascii_start();
+    if text.is_empty() {
+        return false;
+    }
+    let claims_json = headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|kind| kind.to_ascii_lowercase().contains("json"))
+        || text.starts_with(b"{");
+    claims_json && serde_json::from_slice::<serde::de::IgnoredAny>(text).is_err()
+}
 
 /// A network failure, already described for the operator.
 #[derive(Debug)]
@@ -396,6 +418,29 @@ mod tests {
         let own = Bytes::from_static(br#"{"status":"pending","replaces":"other"}"#);
         let kept = echo_replaces("u", own.clone(), &replaces, &mut http::HeaderMap::new());
         assert_eq!(kept, own);
+    }
+
+    #[test]
+    fn a_json_answer_cut_short_is_garbled_and_nothing_else_is() {
+        let json = |kind: &'static str| {
+            let mut headers = http::HeaderMap::new();
+            headers.insert(http::header::CONTENT_TYPE, kind.parse().unwrap());
+            headers
+        };
+        let problem = br#"{"type":"urn:ietf:params:acme:error:badNonce","detail":"JWS has an invalid anti-replay nonce","status":400}"#;
+        let problem_json = json("application/problem+json");
+        assert!(!garbled_json(&problem_json, problem));
+        // Pebble's badNonce cut in half by the fault proxy (the soak's "truncated body").
+        assert!(garbled_json(&problem_json, &problem[..problem.len() / 2]));
+        // Starting like an object is enough, whatever the content type says.
+        assert!(garbled_json(&http::HeaderMap::new(), &problem[..10]));
+        // Readable answers: nothing, a JSON value that is no problem, an HTML page.
+        assert!(!garbled_json(&problem_json, b""));
+        assert!(!garbled_json(&problem_json, b"null"));
+        assert!(!garbled_json(
+            &json("text/html"),
+            b"<html><body>403 Forbidden</body></html>"
+        ));
     }
 
     #[test]

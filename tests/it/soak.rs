@@ -9,10 +9,12 @@
 //! Checked: the agent's memory stays bounded, it holds the same files open at the end of the
 //! chaos as after start-up (sockets: at most a few pooled connections more), it never
 //! retries in a loop, it stops on SIGTERM within seconds; and once the CA behaves again
-//! every certificate that was due or deleted is renewed. Certificates that failed during the
-//! chaos wait for their backoff (5 minutes at least in one process); a restart, as after
-//! an upgrade, forgets the in-memory guard, so the calm phase restarts the agent rather than
-//! waiting out the guard.
+//! every certificate that was due or deleted is renewed. No failure recorded during the chaos
+//! may be permanent: every fault injected is transient by nature, and a permanent one would
+//! push its certificate 30+ minutes out (the CI failure this caught: Pebble's badNonce cut
+//! short, read as a refusal). Certificates that failed during the chaos wait for their
+//! backoff (5 minutes at least in one process); a restart, as after an upgrade, forgets the
+//! in-memory guard, so the calm phase restarts the agent rather than waiting out the guard.
 //!
 //! CI runs a minute of chaos; `EVERCERT_SOAK_SECS=900 cargo test --release --test it soak`
 //! runs longer, `EVERCERT_SOAK_FAULT_PERCENT` (default 5) changes the share of faulted
@@ -21,6 +23,8 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use evercert::acme::FailureKind;
+use evercert::state::CertHistory;
 use time::Duration as TimeDuration;
 
 use crate::agent::{Running, serial_of, wait_for};
@@ -124,6 +128,75 @@ fn wait_quiet(agent: &Running, quiet: Duration, limit: Duration) {
     }
 }
 
+/// A certificate's last recorded failure, from `STATE_DIR/state/NAME.json`.
+#[derive(Debug, Clone, PartialEq)]
+struct Recorded {
+    kind: FailureKind,
+    step: String,
+    message: String,
+    failures: u32,
+}
+
+impl std::fmt::Display for Recorded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:?} at {} (failure {}): {}",
+            self.kind, self.step, self.failures, self.message
+        )
+    }
+}
+
+/// The failure recorded in the history of `name`, if its last attempt failed. The history is
+/// written atomically (renamed into place), so a read never sees half a file.
+fn recorded_failure(setup: &Setup, name: &str) -> Option<Recorded> {
+    let path = setup.state_dir().join("state").join(format!("{name}.json"));
+    let bytes = std::fs::read(path).ok()?;
+    let history: CertHistory = serde_json::from_slice(&bytes).ok()?;
+    Some(Recorded {
+        kind: history.failure_kind?,
+        step: history
+            .failure_step
+            .map_or_else(|| "?".to_owned(), |step| step.to_string()),
+        message: history.last_error.unwrap_or_default(),
+        failures: history.failures,
+    })
+}
+
+/// Every certificate in `names` whose recorded failure is permanent, with that failure.
+fn permanent_failures(setup: &Setup, names: &[String]) -> BTreeMap<String, Recorded> {
+    names
+        .iter()
+        .filter_map(|name| {
+            recorded_failure(setup, name)
+                .filter(|recorded| recorded.kind == FailureKind::Permanent)
+                .map(|recorded| (name.clone(), recorded))
+        })
+        .collect()
+}
+
+fn describe_failures<'a>(setup: &Setup, names: impl IntoIterator<Item = &'a String>) -> String {
+    names
+        .into_iter()
+        .map(|name| match recorded_failure(setup, name) {
+            Some(recorded) => format!("  {name}: {recorded}"),
+            None => format!("  {name}: no failure recorded"),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn describe_permanent(permanent: &BTreeMap<String, Recorded>) -> String {
+    if permanent.is_empty() {
+        return "  none".to_owned();
+    }
+    permanent
+        .iter()
+        .map(|(name, recorded)| format!("  {name}: {recorded}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 fn tail(log: &str) -> String {
     let lines: Vec<&str> = log.lines().collect();
     lines[lines.len().saturating_sub(40)..].join("\n")
@@ -178,6 +251,7 @@ fn soak_a_thousand_certificates_behind_a_chaotic_ca() {
     // The chaos: one deletion a second (of a certificate that was not due), sampling.
     let started = Instant::now();
     let mut samples = Vec::new();
+    let mut permanent: BTreeMap<String, Recorded> = BTreeMap::new();
     let mut spare = names
         .iter()
         .enumerate()
@@ -187,6 +261,11 @@ fn soak_a_thousand_certificates_behind_a_chaotic_ca() {
         if let Some(name) = spare.next() {
             let _ = std::fs::remove_file(setup.cert_path(&name));
             due.push(name);
+        }
+        // A permanent failure pushes the next attempt 30 minutes out or more: it stays on
+        // disk long after the second it was recorded in, so a look a second finds it.
+        for (name, recorded) in permanent_failures(&setup, &due) {
+            permanent.entry(name).or_insert(recorded);
         }
         if let Some(sample) = Sample::of(pid) {
             samples.push(sample);
@@ -231,6 +310,28 @@ fn soak_a_thousand_certificates_behind_a_chaotic_ca() {
     let new_orders = proxy.count(&proxy.resource_path("newOrder"));
     let log = agent.log();
     let (code, stop_took) = agent.stop();
+    // The failures of the runs that ended after the chaos, too.
+    for (name, recorded) in permanent_failures(&setup, &due) {
+        permanent.entry(name).or_insert(recorded);
+    }
+    let failed_in_chaos: BTreeMap<String, Recorded> = due
+        .iter()
+        .filter_map(|name| recorded_failure(&setup, name).map(|recorded| (name.clone(), recorded)))
+        .collect();
+    // Every fault the chaos injects is transient by nature (a stall, a reset, a 5xx, a 429,
+    // an answer cut short): none may be taken for a refusal, which would push the
+    // certificate's next attempt 30 minutes out or more.
+    assert!(
+        permanent.is_empty(),
+        "failures recorded as permanent during the chaos:\n{}",
+        describe_permanent(&permanent)
+    );
+    let mut failure_kinds: BTreeMap<String, usize> = BTreeMap::new();
+    for recorded in failed_in_chaos.values() {
+        *failure_kinds
+            .entry(format!("{:?} at {}", recorded.kind, recorded.step))
+            .or_default() += 1;
+    }
 
     // A restart, as after an upgrade: the certificates that failed in the chaos are renewed
     // once their backoff (from the state on disk) allows.
@@ -248,8 +349,10 @@ fn soak_a_thousand_certificates_behind_a_chaotic_ca() {
     while !unrenewed().is_empty() {
         assert!(
             calm.elapsed() < Duration::from_secs(600),
-            "not renewed after 10 min of calm: {:?}; log tail:\n{}",
+            "not renewed after 10 min of calm: {:?}; their last recorded failures:\n{}\npermanent failures seen during the chaos:\n{}\nlog tail:\n{}",
             unrenewed(),
+            describe_failures(&setup, &unrenewed()),
+            describe_permanent(&permanent),
             tail(&agent.log())
         );
         std::thread::sleep(Duration::from_secs(1));
@@ -272,7 +375,8 @@ fn soak_a_thousand_certificates_behind_a_chaotic_ca() {
     eprintln!(
         "soak: {CERTIFICATES} certificates, {chaos_secs} s of chaos at {percent} %: {requests} requests to the CA, {faults} faulted; {} due or deleted, {renewed_in_chaos} renewed during the chaos ({new_orders} newOrder requests), the rest {calm_took:?} after a calm restart\n\
          RSS: after start-up {} KiB, peak {peak} KiB (first third {early} KiB, last third {late} KiB), at the end {} KiB\n\
-         fds: after start-up {} ({} sockets) {:?}, at the end {} ({} sockets) {:?}; SIGTERM took {stop_took:?}",
+         fds: after start-up {} ({} sockets) {:?}, at the end {} ({} sockets) {:?}; SIGTERM took {stop_took:?}\n\
+         failures on record at the end of the chaos: {failure_kinds:?}; permanent: {}",
         due.len(),
         after_start.rss_kib,
         at_end.rss_kib,
@@ -282,6 +386,7 @@ fn soak_a_thousand_certificates_behind_a_chaotic_ca() {
         at_end.total(),
         at_end.sockets(),
         at_end.others(&tls),
+        permanent.len(),
     );
 
     assert_eq!(code, 0, "{}", tail(&log));
