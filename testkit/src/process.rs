@@ -166,7 +166,8 @@ impl Running {
             }
             assert!(
                 started.elapsed() < Duration::from_secs(20),
-                "the agent did not stop on SIGTERM"
+                "the agent did not stop on SIGTERM; its log:\n{}",
+                self.log()
             );
             std::thread::sleep(Duration::from_millis(20));
         }

@@ -604,10 +604,9 @@ fn a_corrupt_state_file_is_moved_aside_and_logged() {
 /// ends promptly on SIGTERM (before, it hung in the FIFO's open and ignored SIGTERM).
 #[test]
 fn the_agent_alerts_on_a_fifo_issues_the_rest_and_stops_on_sigterm() {
-    use std::io::{BufRead, BufReader};
-    use std::process::Stdio;
-    use std::sync::{Arc, Mutex};
     use std::time::{Duration, Instant};
+
+    use crate::support::process::{Capture, Running};
 
     let mut setup = Setup::new();
     let partner = setup.path().join("partner/bundle.pem");
@@ -626,33 +625,10 @@ fn the_agent_alerts_on_a_fifo_issues_the_rest_and_stops_on_sigterm() {
     Hostile::Fifo.plant(&partner);
     Hostile::Fifo.plant(&setup.cert_path("bad"));
 
-    /// Kills the agent if the test fails half-way.
-    struct Agent(std::process::Child);
-    impl Drop for Agent {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let mut agent = Agent(
-        setup
-            .command(&["run"])
-            .env("EVERCERT_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let log = Arc::new(Mutex::new(String::new()));
-    let sink = log.clone();
-    let stderr = agent.0.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let mut log = sink.lock().unwrap();
-            log.push_str(&line);
-            log.push('\n');
-        }
-    });
+    let mut command = setup.command(&["run"]);
+    command.env("EVERCERT_LOG", "info");
+    let agent = Running::capture(command, Capture::Stderr);
+    let log = agent.log.clone();
     let alerts = || fs::read_to_string(&alerts_log).unwrap_or_default();
     let error_alert = |name: &str| -> Option<Value> {
         alerts()
@@ -687,23 +663,7 @@ fn the_agent_alerts_on_a_fifo_issues_the_rest_and_stops_on_sigterm() {
         assert!(message.contains("FIFO"), "{alert:#}");
     }
 
-    let pid = rustix::process::Pid::from_raw(agent.0.id() as i32).unwrap();
-    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
-    let stopping = Instant::now();
-    loop {
-        if let Some(status) = agent.0.try_wait().unwrap() {
-            assert_eq!(status.code(), Some(0), "{}", log.lock().unwrap());
-            break;
-        }
-        assert!(
-            stopping.elapsed() < Duration::from_secs(20),
-            "the agent did not stop on SIGTERM\n{}",
-            log.lock().unwrap()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    println!(
-        "stopped {:.2} s after SIGTERM",
-        stopping.elapsed().as_secs_f64()
-    );
+    let (code, stopping) = agent.stop();
+    assert_eq!(code, 0, "{}", log.lock().unwrap());
+    println!("stopped {:.2} s after SIGTERM", stopping.as_secs_f64());
 }
