@@ -124,6 +124,7 @@ impl Renewer for PipelineRenewer {
                 progress: &progress,
                 clock: &clock,
                 fanout: None,
+                shared_account: None,
             };
             // No retries inside a run: the agent's own backoff schedules the next attempt. Not
             // forced: the pipeline takes the same decision (`decision::decide`), and a due

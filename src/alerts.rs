@@ -147,10 +147,11 @@ fn message(event: AlertEvent, entry: &Entry, failure: Option<&str>) -> String {
             failure.unwrap_or("the primary CA kept failing")
         ),
         AlertEvent::AccountRegistered => format!(
-            "{}: {}; the certificate {target} {expiry}; evercert uses the new account from now on (`evercert account show`): if nobody deactivated the old one on purpose, ask the CA why it no longer knows it (a database reset?), and update any CAA accounturi record that names the old account",
+            "{}: {}; the certificate {target} {expiry}; `evercert account show` shows the account in use: if nobody deactivated the old one on purpose, ask the CA why it no longer knows it (a database reset?), and update any CAA accounturi record that names the old account",
             entry.name,
-            failure
-                .unwrap_or("the CA no longer knew evercert's account, so a new one was registered")
+            failure.unwrap_or(
+                "the CA no longer knew evercert's account, so a new one was registered and is used from now on"
+            )
         ),
         AlertEvent::Discovered => format!(
             "a certificate the web server serves is now monitored: {} ({target}); it {expiry}; evercert does not renew it: `evercert discover` shows the configuration line that serves it, and proposes a [[certificate]] to have evercert renew it",

@@ -684,6 +684,7 @@ fn cmd_renew(config: &Config, request: &RenewRequest) -> u8 {
         progress: &progress,
         clock: &clock,
         fanout: backends.fanout.clone(),
+        shared_account: backends.shared_account.clone(),
     };
     if request.dry_run {
         println!(

@@ -177,6 +177,7 @@ impl Renewer for FleetRenewer {
                 progress: &progress,
                 clock: &clock,
                 fanout: backends.fanout.clone(),
+                shared_account: backends.shared_account.clone(),
             };
             let report = renew::run(config, &request, &deps).await;
             {

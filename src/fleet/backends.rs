@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use super::Fleet;
+use super::account::FleetAccount;
 use super::fanout::FleetFanout;
 use super::lock::FleetLock;
 use super::state::FleetState;
@@ -12,7 +13,7 @@ use super::store::FleetStore;
 use crate::challenge::ChallengeFanout;
 use crate::config::Config;
 use crate::lock::{FileLock, RenewLock};
-use crate::renew::{Outcome, RenewRequest, RunReport};
+use crate::renew::{Outcome, RenewRequest, RunReport, SharedAccount};
 use crate::state::{FileState, StateStore};
 use crate::store::{CertStore, FsStore};
 
@@ -23,6 +24,8 @@ pub struct Backends {
     pub state: Box<dyn StateStore>,
     /// Shares http-01 tokens with the other hosts; set in fleet mode.
     pub fanout: Option<Arc<dyn ChallengeFanout>>,
+    /// Replaces the fleet's account when the CA forgot it; set in fleet mode.
+    pub shared_account: Option<Arc<dyn SharedAccount>>,
     /// Set in fleet mode.
     pub fleet: Option<Arc<Fleet>>,
 }
@@ -43,6 +46,7 @@ impl Backends {
             lock: Box::new(FileLock::new(config.state_dir.join("locks"))),
             state: Box::new(FileState::new(&config.state_dir)),
             fanout: None,
+            shared_account: None,
             fleet: None,
         }
     }
@@ -60,6 +64,7 @@ impl Backends {
                 FileState::new(&config.state_dir),
             )),
             fanout: Some(Arc::new(FleetFanout::new(fleet.clone()))),
+            shared_account: Some(Arc::new(FleetAccount::new(fleet.clone()))),
             fleet: Some(fleet),
         }
     }

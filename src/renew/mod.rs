@@ -14,6 +14,7 @@
 //!
 //! Time comes only from `Deps::clock`: the pipeline reads no wall clock of its own.
 
+mod account;
 mod check;
 mod decide;
 mod deploy;
@@ -33,6 +34,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use time::OffsetDateTime;
 
+pub use account::{BoxFuture, Claim, Published, SharedAccount};
 pub use check::check_issued;
 pub use failure::{Failure, Step};
 pub(crate) use verify::verify_served;
@@ -101,6 +103,9 @@ pub struct Deps<'a> {
     pub clock: &'a dyn Clock,
     /// In a fleet: shares http-01 tokens with the other hosts (`None` for one host).
     pub fanout: Option<Arc<dyn crate::challenge::ChallengeFanout>>,
+    /// In a fleet: the account every host shares, replaced for all when the CA forgot it
+    /// (`None` for one host).
+    pub shared_account: Option<Arc<dyn SharedAccount>>,
 }
 
 /// The result of one run, in configuration order.
@@ -442,27 +447,34 @@ async fn order_primary<'c>(
             forgotten = Some((old, aside));
         }
         let current = slot.lock().unwrap_or_else(PoisonError::into_inner).clone();
-        let client = match current {
-            Some(client) => client,
-            None => match connect(&config.acme, directory, config).await {
-                Ok(client) => {
-                    *slot.lock().unwrap_or_else(PoisonError::into_inner) = Some(client.clone());
-                    if let Some((old, aside)) = &forgotten {
-                        let reason = format!(
-                            "the CA at {directory} no longer knew the account {old}, so a new account {} was registered; the old credentials are {aside}",
-                            client.info.id
-                        );
-                        note_new_account(deps, &certs, &reason);
-                    }
-                    client
-                }
-                Err(failure) => {
-                    return certs
-                        .into_iter()
-                        .map(|cert| (cert, Err(failure.clone())))
-                        .collect();
-                }
-            },
+        let connected = match (current, &forgotten) {
+            (Some(client), _) => Ok(client),
+            (None, Some((old, aside))) => {
+                // In a fleet the replacement is the fleet's (a dry run's staging account is
+                // this host's own).
+                let shared = deps.shared_account.as_deref().filter(|_| !request.dry_run);
+                account::replace(config, directory, shared, old, aside)
+                    .await
+                    .map(|(client, reason)| {
+                        if let Some(reason) = reason {
+                            note_new_account(deps, &certs, &reason);
+                        }
+                        client
+                    })
+            }
+            (None, None) => connect(&config.acme, directory, config).await,
+        };
+        let client = match connected {
+            Ok(client) => {
+                *slot.lock().unwrap_or_else(PoisonError::into_inner) = Some(client.clone());
+                client
+            }
+            Err(failure) => {
+                return certs
+                    .into_iter()
+                    .map(|cert| (cert, Err(failure.clone())))
+                    .collect();
+            }
         };
         let due = certs
             .into_iter()

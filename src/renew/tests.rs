@@ -332,6 +332,7 @@ impl Fixture {
             progress: &progress,
             clock,
             fanout: None,
+            shared_account: None,
         };
         run(&self.config, request, &deps).await
     }

@@ -1208,3 +1208,108 @@ fn the_account_at_a_fallback_ca_is_shared_by_the_fleet() {
     );
     assert!(!fleet.etcd_dump("account").contains("PRIVATE KEY"));
 }
+
+/// The ACME account every host of the fleet shares, by its credentials file on `host`.
+fn fleet_credentials(fleet: &Fleet, host: &str) -> Vec<u8> {
+    let dir = evercert::acme::account_dir(
+        &fleet.host_dir(host).join("state"),
+        &fleet.proxy.directory_url(),
+    );
+    std::fs::read(dir.join("credentials.json"))
+        .unwrap_or_else(|err| panic!("{host}: {}: {err}", dir.display()))
+}
+
+/// Makes the CA lose the fleet's account: a copy of web-1's credentials in a state_dir of its
+/// own, without `[cluster]`, deactivates it (Pebble cannot forget one account on demand; a
+/// deactivated account is refused like a forgotten one, and evercert confirms either with a
+/// lookup before registering).
+fn deactivate_the_fleets_account(fleet: &Fleet) {
+    let elsewhere = fleet.setup.path().join("elsewhere");
+    let state = elsewhere.join("state");
+    let directory = fleet.proxy.directory_url();
+    let from = evercert::acme::account_dir(&fleet.host_dir("web-1").join("state"), &directory);
+    let to = evercert::acme::account_dir(&state, &directory);
+    std::fs::create_dir_all(&to).unwrap();
+    for file in ["credentials.json", "account.json"] {
+        std::fs::copy(from.join(file), to.join(file)).unwrap();
+    }
+    let config = std::fs::read_to_string(fleet.host_dir("web-1").join("evercert.toml")).unwrap();
+    let single = config.split("\n[cluster]").next().unwrap().replace(
+        &fleet.host_dir("web-1").join("state").display().to_string(),
+        &state.display().to_string(),
+    );
+    let config = elsewhere.join("evercert.toml");
+    std::fs::write(&config, single).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_evercert"))
+        .env_remove("EVERCERT_CONFIG")
+        .arg("-c")
+        .arg(&config)
+        .args(["account", "deactivate"])
+        .output()
+        .unwrap();
+    let run = Run::from_output(&output);
+    assert_eq!(run.code, 0, "{run}");
+}
+
+/// The CA lost the fleet's shared account (deactivated elsewhere). All three hosts meet the
+/// loss at once, each ordering a certificate of its own: exactly one registers a new account
+/// and replaces the fleet's in etcd (a transaction on the old value), the other two take that
+/// one instead of registering. The next rounds, on every host, register nothing: each
+/// installs the new account from etcd. The history the alert is built from says who
+/// registered it and that the fleet uses it.
+#[test]
+fn a_shared_account_the_ca_lost_is_replaced_once_for_the_whole_fleet() {
+    let fleet = Fleet::start();
+    fleet.renew_round("before", "before the loss");
+    assert_eq!(fleet.accounts_at_ca(), 1);
+    let old = fleet_credentials(&fleet, "web-1");
+    let sealed_before = fleet.etcd_dump("account");
+    deactivate_the_fleets_account(&fleet);
+
+    // Each host orders its own certificate at the same instant: all three meet the loss.
+    let before = fleet.issued();
+    for host in HOSTS {
+        let name = format!("own-{host}");
+        fleet.config(host, &[name.as_str()], "");
+        fleet.plant_expired(host, &name);
+    }
+    let (runs, all) = fleet.renew_at_once(&HOSTS);
+    for (host, run) in &runs {
+        assert_eq!(run.code, 0, "{host}: {all}");
+    }
+    assert_eq!(fleet.issued() - before, 3, "{all}");
+    assert_eq!(
+        fleet.accounts_at_ca(),
+        2,
+        "one new account for the fleet: {all}\n{}",
+        fleet.setup.pebble.pebble_log()
+    );
+    let new = fleet_credentials(&fleet, "web-1");
+    assert_ne!(new, old, "{all}");
+    for host in HOSTS {
+        assert_eq!(fleet_credentials(&fleet, host), new, "{host}: {all}");
+    }
+    // etcd holds the new account (sealed: the dump differs, and no key in clear).
+    let sealed_after = fleet.etcd_dump("account");
+    assert_ne!(sealed_after, sealed_before);
+    assert!(!sealed_after.contains("PRIVATE KEY"));
+    // The history behind the `account_registered` alert: one host registered it, the fleet
+    // uses it.
+    let history = fleet.etcd_dump("state");
+    let registered = history
+        .matches("and replaced the fleet's shared account at")
+        .count();
+    assert_eq!(registered, 1, "{history}");
+    assert!(
+        history.contains("uses it from now on, every other host from its next run"),
+        "{history}"
+    );
+
+    // Consecutive runs, on every host: no registration.
+    fleet.renew_round("after", "after the loss");
+    fleet.renew_round("again", "the run after that");
+    assert_eq!(fleet.accounts_at_ca(), 2);
+    for host in HOSTS {
+        assert_eq!(fleet_credentials(&fleet, host), new, "{host}");
+    }
+}
