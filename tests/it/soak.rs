@@ -31,7 +31,7 @@ use crate::agent::{Running, serial_of, wait_for};
 use crate::agent_hardening::NotifySocket;
 use crate::support::certs::{self, KeyType};
 use crate::support::chaos;
-use crate::support::faultproxy::FaultProxy;
+use crate::support::faultproxy::{Fault, FaultProxy, Rule};
 use crate::support::setup::{CertSpec, Setup};
 
 const CERTIFICATES: usize = 1000;
@@ -281,9 +281,9 @@ fn soak_a_thousand_certificates_behind_a_chaotic_ca() {
         .seen()
         .iter()
         .filter(|seen| {
-            seen.fault.as_ref().is_some_and(|fault| {
-                *fault != crate::support::faultproxy::Fault::Delay(Duration::ZERO)
-            })
+            seen.fault
+                .as_ref()
+                .is_some_and(|fault| *fault != Fault::Delay(Duration::ZERO))
         })
         .count();
     let requests = proxy.count("");
@@ -416,4 +416,46 @@ fn soak_a_thousand_certificates_behind_a_chaotic_ca() {
         due.len()
     );
     assert!(stop_took < Duration::from_secs(5), "{stop_took:?}");
+}
+
+/// The soak's lost certificate in a few seconds: the first answer to two requests of an
+/// order is Pebble's badNonce (a 400) cut short, as the fault proxy's truncation left it in
+/// the CI run that failed. Nothing says the CA refused anything, so `renew` retries within
+/// the run and issues; before the fix the first cut answer was "400 Bad Request with no
+/// problem detail", a permanent failure, exit 1 and the next attempt 30-60 minutes out.
+#[test]
+fn an_error_answer_cut_short_is_retried_not_taken_for_a_refusal() {
+    const CUT_BAD_NONCE: &str =
+        r#"{"type":"urn:ietf:params:acme:error:badNonce","detail":"JWS has an inv"#;
+    let mut setup = Setup::new();
+    let proxy = FaultProxy::start(&setup.pebble);
+    setup.directory_override = Some(proxy.directory_url());
+    setup.write_config(&[CertSpec::new("shop")]);
+    // The account first, so that every cut answer below falls on a request of the order.
+    let registered = setup.run(&["renew"]);
+    assert_eq!(registered.code, 0, "{registered}");
+    let before = serial_of(&setup.cert_path("shop")).expect("a certificate");
+
+    // The new order, then the challenge (a validation answer would be permanent, rightly):
+    // `renew` tries a transient failure three times in a run, so two cut answers leave it
+    // one attempt to issue.
+    for prefix in [proxy.resource_path("newOrder").as_str(), "/chalZ/"] {
+        proxy.add_rule(Rule::path(
+            prefix,
+            Fault::fail_first(1, Fault::Body(400, CUT_BAD_NONCE)),
+        ));
+    }
+    let run = setup.run(&["renew", "--force"]);
+    let cut = proxy
+        .seen()
+        .iter()
+        .filter(|seen| seen.fault.is_some())
+        .count();
+    assert_eq!(run.code, 0, "{run}");
+    assert_eq!(cut, 2, "{}", proxy.describe());
+    assert!(run.all().contains("does not parse"), "{run}");
+    assert!(!run.all().contains("refused"), "{run}");
+    let after = serial_of(&setup.cert_path("shop")).expect("a certificate");
+    assert_ne!(after, before, "{run}");
+    assert_eq!(recorded_failure(&setup, "shop"), None, "{run}");
 }
