@@ -7,7 +7,6 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -19,6 +18,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use super::pebble::Pebble;
+use super::serve::Background;
 
 #[derive(Debug, Clone)]
 struct Window {
@@ -33,8 +33,7 @@ pub struct AriServer {
     window: Arc<Mutex<Window>>,
     hits: Arc<AtomicUsize>,
     bundle: PathBuf,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
+    _server: Background,
 }
 
 impl AriServer {
@@ -61,7 +60,6 @@ impl AriServer {
 
         let directory: serde_json::Value = pebble.get(&pebble.directory_url()).json();
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
         let mut directory = directory;
         directory["renewalInfo"] =
@@ -76,69 +74,53 @@ impl AriServer {
         let hits = Arc::new(AtomicUsize::new(0));
         let config = super::tls::server_config(&leaf.pem(), &leaf_key.serialize_pem());
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-        let (shutdown, mut stop) = tokio::sync::oneshot::channel::<()>();
         let (served_window, served_hits) = (window.clone(), hits.clone());
-        let thread = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                loop {
-                    let accepted = tokio::select! {
-                        accepted = listener.accept() => accepted,
-                        _ = &mut stop => break,
+        let server = Background::spawn("ari-stand-in", listener, move |stream| {
+            let acceptor = acceptor.clone();
+            let (directory, window, hits) = (
+                directory.clone(),
+                served_window.clone(),
+                served_hits.clone(),
+            );
+            async move {
+                let Ok(tls) = acceptor.accept(stream).await else {
+                    return;
+                };
+                let service = service_fn(move |request: Request<hyper::body::Incoming>| {
+                    let path = request.uri().path().to_owned();
+                    let response = if path == "/dir" {
+                        Response::builder()
+                            .header("content-type", "application/json")
+                            .body(Full::new(Bytes::from(directory.as_ref().clone())))
+                    } else if path.starts_with("/renewal-info/") {
+                        hits.fetch_add(1, Ordering::SeqCst);
+                        let window = window.lock().unwrap().clone();
+                        let body = serde_json::json!({"suggestedWindow": {
+                            "start": window.start.format(&Rfc3339).unwrap(),
+                            "end": window.end.format(&Rfc3339).unwrap(),
+                        }});
+                        Response::builder()
+                            .header("content-type", "application/json")
+                            .header("retry-after", window.retry_after_secs.to_string())
+                            .body(Full::new(Bytes::from(body.to_string())))
+                    } else {
+                        Response::builder()
+                            .status(404)
+                            .body(Full::new(Bytes::new()))
                     };
-                    let Ok((stream, _)) = accepted else { continue };
-                    let acceptor = acceptor.clone();
-                    let (directory, window, hits) = (
-                        directory.clone(),
-                        served_window.clone(),
-                        served_hits.clone(),
-                    );
-                    tokio::spawn(async move {
-                        let Ok(tls) = acceptor.accept(stream).await else {
-                            return;
-                        };
-                        let service = service_fn(move |request: Request<hyper::body::Incoming>| {
-                            let path = request.uri().path().to_owned();
-                            let response = if path == "/dir" {
-                                Response::builder()
-                                    .header("content-type", "application/json")
-                                    .body(Full::new(Bytes::from(directory.as_ref().clone())))
-                            } else if path.starts_with("/renewal-info/") {
-                                hits.fetch_add(1, Ordering::SeqCst);
-                                let window = window.lock().unwrap().clone();
-                                let body = serde_json::json!({"suggestedWindow": {
-                                    "start": window.start.format(&Rfc3339).unwrap(),
-                                    "end": window.end.format(&Rfc3339).unwrap(),
-                                }});
-                                Response::builder()
-                                    .header("content-type", "application/json")
-                                    .header("retry-after", window.retry_after_secs.to_string())
-                                    .body(Full::new(Bytes::from(body.to_string())))
-                            } else {
-                                Response::builder()
-                                    .status(404)
-                                    .body(Full::new(Bytes::new()))
-                            };
-                            async move { response }
-                        });
-                        let _ = hyper::server::conn::http1::Builder::new()
-                            .serve_connection(TokioIo::new(tls), service)
-                            .await;
-                    });
-                }
-            });
+                    async move { response }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tls), service)
+                    .await;
+            }
         });
         Self {
             addr,
             window,
             hits,
             bundle,
-            shutdown: Some(shutdown),
-            thread: Some(thread),
+            _server: server,
         }
     }
 
@@ -161,16 +143,5 @@ impl AriServer {
     /// How many renewal-info requests were answered.
     pub fn hits(&self) -> usize {
         self.hits.load(Ordering::SeqCst)
-    }
-}
-
-impl Drop for AriServer {
-    fn drop(&mut self) {
-        if let Some(shutdown) = self.shutdown.take() {
-            let _ = shutdown.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
     }
 }

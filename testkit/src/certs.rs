@@ -10,7 +10,6 @@ use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::thread::JoinHandle;
 use std::time::Duration as StdDuration;
 
 use rcgen::{
@@ -19,6 +18,8 @@ use rcgen::{
 };
 use time::{Duration, OffsetDateTime};
 use tokio::io::AsyncReadExt;
+
+use super::serve::Background;
 
 /// Common names of the fixture CA, so tests can recognise the `issuer` field.
 pub const ROOT_CN: &str = "evercert test root";
@@ -299,8 +300,7 @@ pub fn write_empty(path: &Path) -> PathBuf {
 /// own tokio runtime. It accepts connections until dropped.
 pub struct TlsServer {
     addr: SocketAddr,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
+    _server: Background,
 }
 
 impl TlsServer {
@@ -316,42 +316,25 @@ impl TlsServer {
 
         // Bound here, so the port is known (and listening) before `start` returns.
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
-        let (shutdown, mut stop) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                loop {
-                    tokio::select! {
-                        _ = &mut stop => break,
-                        accepted = listener.accept() => {
-                            let Ok((stream, _)) = accepted else { continue };
-                            let acceptor = acceptor.clone();
-                            tokio::spawn(async move {
-                                // Handshake, then hold the connection until the client closes
-                                // it (bounded, so a stuck client cannot pin a task).
-                                let Ok(mut tls) = acceptor.accept(stream).await else { return };
-                                let mut buf = [0u8; 1024];
-                                let _ = tokio::time::timeout(
-                                    StdDuration::from_secs(5),
-                                    async { while matches!(tls.read(&mut buf).await, Ok(n) if n > 0) {} },
-                                )
-                                .await;
-                            });
-                        }
-                    }
-                }
-            });
+        let server = Background::spawn("tls-server", listener, move |stream| {
+            let acceptor = acceptor.clone();
+            async move {
+                // Handshake, then hold the connection until the client closes
+                // it (bounded, so a stuck client cannot pin a task).
+                let Ok(mut tls) = acceptor.accept(stream).await else {
+                    return;
+                };
+                let mut buf = [0u8; 1024];
+                let _ = tokio::time::timeout(StdDuration::from_secs(5), async {
+                    while matches!(tls.read(&mut buf).await, Ok(n) if n > 0) {}
+                })
+                .await;
+            }
         });
         Self {
             addr,
-            shutdown: Some(shutdown),
-            thread: Some(thread),
+            _server: server,
         }
     }
 
@@ -362,17 +345,6 @@ impl TlsServer {
     /// `127.0.0.1:PORT`, as given to `evercert check`.
     pub fn endpoint(&self) -> String {
         self.addr.to_string()
-    }
-}
-
-impl Drop for TlsServer {
-    fn drop(&mut self) {
-        if let Some(shutdown) = self.shutdown.take() {
-            let _ = shutdown.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
     }
 }
 

@@ -14,9 +14,10 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::thread::JoinHandle;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use super::serve::Background;
 
 /// How a route answers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -107,8 +108,7 @@ pub struct HostileServer {
     addr: SocketAddr,
     scheme: &'static str,
     shared: Arc<Shared>,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
+    _server: Background,
 }
 
 impl HostileServer {
@@ -130,55 +130,29 @@ impl HostileServer {
 
     fn start(scheme: &'static str, tls: Option<tokio_rustls::TlsAcceptor>) -> Self {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
-        listener
-            .set_nonblocking(true)
-            .expect("nonblocking listener");
         let addr = listener.local_addr().expect("local address");
         let shared = Arc::new(Shared::default());
         let serving = shared.clone();
-        let (shutdown, mut stop) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::Builder::new()
-            .name("hostile-server".into())
-            .spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("hostile server runtime");
-                runtime.block_on(async move {
-                    let listener =
-                        tokio::net::TcpListener::from_std(listener).expect("tokio listener");
-                    loop {
-                        tokio::select! {
-                            _ = &mut stop => break,
-                            accepted = listener.accept() => {
-                                let Ok((stream, _)) = accepted else { continue };
-                                let _ = stream.set_nodelay(true);
-                                let shared = serving.clone();
-                                let tls = tls.clone();
-                                tokio::spawn(async move {
-                                    match tls {
-                                        Some(acceptor) => {
-                                            if let Ok(stream) = acceptor.accept(stream).await {
-                                                serve(stream, &shared).await;
-                                            }
-                                        }
-                                        None => serve(stream, &shared).await,
-                                    }
-                                });
-                            }
+        let server = Background::spawn("hostile-server", listener, move |stream| {
+            let _ = stream.set_nodelay(true);
+            let shared = serving.clone();
+            let tls = tls.clone();
+            async move {
+                match tls {
+                    Some(acceptor) => {
+                        if let Ok(stream) = acceptor.accept(stream).await {
+                            serve(stream, &shared).await;
                         }
                     }
-                });
-                // Dropping the runtime drops every connection, stalled ones included.
-                drop(runtime);
-            })
-            .expect("spawn the hostile server");
+                    None => serve(stream, &shared).await,
+                }
+            }
+        });
         Self {
             addr,
             scheme,
             shared,
-            shutdown: Some(shutdown),
-            thread: Some(thread),
+            _server: server,
         }
     }
 
@@ -251,17 +225,6 @@ impl HostileServer {
     /// socket buffers).
     pub fn streamed(&self) -> u64 {
         self.shared.streamed.load(Ordering::Relaxed)
-    }
-}
-
-impl Drop for HostileServer {
-    fn drop(&mut self) {
-        if let Some(shutdown) = self.shutdown.take() {
-            let _ = shutdown.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
     }
 }
 

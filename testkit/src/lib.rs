@@ -27,6 +27,7 @@ pub mod hostile;
 pub mod nginx;
 pub mod pebble;
 pub mod process;
+pub mod serve;
 pub mod setup;
 pub mod tls;
 pub mod webhook;
