@@ -27,6 +27,8 @@ pub struct LockGuard {
     name: String,
     /// How another backend (the fleet's etcd lock) lets go.
     release: Option<Box<dyn FnOnce() + Send>>,
+    /// What the backend did on taking it (the fleet installed its current version).
+    note: Option<String>,
 }
 
 impl std::fmt::Debug for LockGuard {
@@ -44,7 +46,20 @@ impl LockGuard {
             file: None,
             name: name.to_owned(),
             release: Some(release),
+            note: None,
         }
+    }
+
+    /// The lock, with what the backend did on taking it: the pipeline reports it and looks
+    /// at the certificate again.
+    #[must_use]
+    pub fn with_note(mut self, note: String) -> Self {
+        self.note = Some(note);
+        self
+    }
+
+    pub fn note(&self) -> Option<&str> {
+        self.note.as_deref()
     }
 
     pub fn name(&self) -> &str {
@@ -190,6 +205,7 @@ impl RenewLock for FileLock {
             file: Some(file),
             name: name.to_owned(),
             release: None,
+            note: None,
         })
     }
 }

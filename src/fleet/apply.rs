@@ -51,8 +51,49 @@ pub struct Applied {
 pub enum CaughtUp {
     /// This host already has the fleet's current version (or the fleet has none).
     AlreadyCurrent,
-    /// It installed a newer one.
-    Applied { generation: u64, serial: String },
+    /// It installed the fleet's current version.
+    Applied(Installed),
+}
+
+/// The fleet's version a host installed, and why, for what it tells the operator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Installed {
+    pub generation: u64,
+    pub serial: String,
+    /// The host that issued it and published it to the fleet.
+    pub published_by: String,
+    pub published_at: OffsetDateTime,
+    /// This host had installed that version before: its files were put back, replaced or
+    /// deleted since, and the version was restored (nobody renewed anything).
+    pub restored: bool,
+}
+
+impl Installed {
+    /// What happened, in the operator's words; `me` is this host's name.
+    pub fn describe(&self, me: &str) -> String {
+        let by = if self.published_by == me {
+            format!("this host ({me})")
+        } else {
+            format!("host {}", self.published_by)
+        };
+        let issued = format!(
+            "generation {}, serial {}, issued by {by} at {}",
+            self.generation,
+            self.serial,
+            crate::units::rfc3339(self.published_at)
+        );
+        if self.restored {
+            format!(
+                "restored the fleet's current version ({issued}): the files on disk were no longer that version, which this host had installed; nothing is ordered for it"
+            )
+        } else if self.published_by == me {
+            format!(
+                "installed the fleet's current version ({issued}), which this host had not installed yet"
+            )
+        } else {
+            format!("{by} renewed it: installed the fleet's current version ({issued})")
+        }
+    }
 }
 
 fn local_path(state_dir: &Path, name: &str) -> PathBuf {
@@ -198,11 +239,14 @@ impl Fleet {
                 refused: None,
             },
         );
-        tracing::info!(
-            "{name}: installed the fleet's generation {generation} (serial {}, published by {})",
-            checked.meta.serial,
-            checked.meta.published_by
-        );
+        let installed = Installed {
+            generation,
+            serial: checked.meta.serial.clone(),
+            published_by: checked.meta.published_by.clone(),
+            published_at: checked.meta.published_at,
+            restored: files_replaced,
+        };
+        tracing::info!("{name}: {}", installed.describe(self.name()));
         let outcome = self.reload_and_verify(&cert, &checked.meta.serial).await;
         let (ok, error) = match outcome {
             Ok(()) => (true, None),
@@ -220,10 +264,7 @@ impl Fleet {
             OffsetDateTime::now_utc(),
         )
         .await;
-        Ok(CaughtUp::Applied {
-            generation,
-            serial: checked.meta.serial,
-        })
+        Ok(CaughtUp::Applied(installed))
     }
 
     async fn fetch_and_check(

@@ -5,8 +5,9 @@
 //! after losing the lock cannot publish.
 //!
 //! After taking the lock the holder re-reads the fleet's current version: when another host
-//! published one this host has not applied yet, it applies it first and reports the lock busy,
-//! so the pipeline waits, looks at the certificate again, and finds it renewed.
+//! published one this host has not applied yet, or this host's files are no longer the version
+//! it installed, it installs the fleet's first and keeps the lock with a note saying what it
+//! did, so the pipeline looks at the certificate again and finds it current.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -97,6 +98,26 @@ impl Fleet {
     }
 }
 
+impl FleetLock {
+    /// The guard of the lock on `name` this host took with `token`.
+    fn held(&self, name: &str, token: i64) -> LockGuard {
+        self.fleet.hold(name, token);
+        let fleet = self.fleet.clone();
+        let owned = name.to_owned();
+        let release = Box::new(move || {
+            fleet.let_go(&owned, token);
+            let inner = fleet.clone();
+            fleet.spawn(async move {
+                if let Err(err) = inner.unlock(&owned, token).await {
+                    // The lease ends it anyway within lease_ttl.
+                    tracing::warn!("{owned}: {err}");
+                }
+            });
+        });
+        LockGuard::held_elsewhere(name, release)
+    }
+}
+
 impl RenewLock for FleetLock {
     fn acquire(&self, name: &str, wait: Duration) -> Result<LockGuard, LockError> {
         let started = Instant::now();
@@ -110,24 +131,13 @@ impl RenewLock for FleetLock {
                     // Re-read: has the fleet a version this host has not applied yet?
                     match self.fleet.block(self.fleet.catch_up_before_order(name)) {
                         Ok(super::apply::CaughtUp::AlreadyCurrent) => {
-                            self.fleet.hold(name, token);
-                            let fleet = self.fleet.clone();
-                            let owned = name.to_owned();
-                            let release = Box::new(move || {
-                                fleet.let_go(&owned, token);
-                                let inner = fleet.clone();
-                                fleet.spawn(async move {
-                                    if let Err(err) = inner.unlock(&owned, token).await {
-                                        // The lease ends it anyway within lease_ttl.
-                                        tracing::warn!("{owned}: {err}");
-                                    }
-                                });
-                            });
-                            return Ok(LockGuard::held_elsewhere(name, release));
+                            return Ok(self.held(name, token));
                         }
-                        Ok(super::apply::CaughtUp::Applied { .. }) => {
-                            let _ = self.fleet.block(self.fleet.unlock(name, token));
-                            "another host renewed it; applied its version here".to_owned()
+                        // Keeps the lock: the pipeline looks at the certificate again, finds
+                        // the version just installed, and says what happened.
+                        Ok(super::apply::CaughtUp::Applied(installed)) => {
+                            let note = installed.describe(self.fleet.name());
+                            return Ok(self.held(name, token).with_note(note));
                         }
                         Err(err) => {
                             let _ = self.fleet.block(self.fleet.unlock(name, token));

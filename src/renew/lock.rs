@@ -8,7 +8,8 @@ use crate::acme::FailureKind;
 /// How long to wait for another evercert renewing the same certificate.
 const LOCK_WAIT: Duration = Duration::from_secs(60);
 
-/// Takes the renewal lock; `true` with it when another evercert held it first.
+/// Takes the renewal lock; `true` with it when another evercert held it first, or when the
+/// lock's backend changed the certificate on taking it (its note, reported here).
 pub(super) async fn acquire_lock(
     deps: &Deps<'_>,
     name: &str,
@@ -18,7 +19,13 @@ pub(super) async fn acquire_lock(
     let mut announced = false;
     loop {
         match deps.lock.acquire(name, Duration::ZERO) {
-            Ok(guard) => return Ok((guard, announced)),
+            Ok(guard) => {
+                if let Some(note) = guard.note() {
+                    (deps.progress)(name, note);
+                }
+                let changed = announced || guard.note().is_some();
+                return Ok((guard, changed));
+            }
             Err(crate::lock::LockError::Busy { .. }) if started.elapsed() < LOCK_WAIT => {
                 if !announced {
                     (deps.progress)(

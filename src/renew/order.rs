@@ -75,7 +75,7 @@ async fn order_and_store(
 ) -> Result<Stored, Failure> {
     let name = cert.name.as_str();
     let dry_run = request.dry_run;
-    let (_guard, waited) = if dry_run {
+    let (guard, waited) = if dry_run {
         (None, false)
     } else {
         let (guard, waited) = acquire_lock(deps, name).await?;
@@ -96,13 +96,14 @@ async fn order_and_store(
             != status.file.as_ref().map(|now| &now.leaf.serial);
         if (waited || replaced) && !status.assessment.due {
             let renew_at = status.assessment.renew_at;
-            (deps.progress)(
-                name,
-                &format!(
-                    "renewed meanwhile by the other evercert; not due until {}",
-                    rfc3339(renew_at)
-                ),
-            );
+            // The lock's note already said what put this version in place.
+            let noted = guard.as_ref().is_some_and(|held| held.note().is_some());
+            let why = if noted {
+                ""
+            } else {
+                "renewed meanwhile by the other evercert; "
+            };
+            (deps.progress)(name, &format!("{why}not due until {}", rfc3339(renew_at)));
             return Ok(Stored::NotDue { renew_at });
         }
     }

@@ -1313,3 +1313,53 @@ fn a_shared_account_the_ca_lost_is_replaced_once_for_the_whole_fleet() {
         assert_eq!(fleet_credentials(&fleet, host), new, "{host}");
     }
 }
+
+/// A host whose files were replaced by hand puts the fleet's current version back, and says
+/// so — who issued that version and when — instead of "another host renewed it": web-1's own
+/// version on web-1, web-1's version on web-2 (which had installed it), and the same under
+/// `renew --force` (which then orders, as forced). Nothing is ordered otherwise.
+#[test]
+fn a_host_whose_files_were_replaced_restores_the_fleets_version_and_says_so() {
+    let fleet = Fleet::start();
+    for host in ["web-1", "web-2"] {
+        fleet.config(host, &["shop"], "");
+        fleet.plant_expired(host, "shop");
+    }
+    let first = fleet.run("web-1", &["renew"]);
+    assert_eq!(first.code, 0, "{first}");
+    let serial = serial_of(&fleet.cert_path("web-1", "shop"));
+    // web-2 catches up (a late joiner) without ordering.
+    let joined = fleet.run("web-2", &["renew"]);
+    assert_eq!(joined.code, 0, "{joined}");
+    assert_eq!(serial_of(&fleet.cert_path("web-2", "shop")), serial);
+    assert_eq!(fleet.issued(), 1);
+
+    for (host, by) in [("web-1", "this host (web-1)"), ("web-2", "host web-1")] {
+        fleet.plant_expired(host, "shop");
+        let run = fleet.run(host, &["renew"]);
+        assert_eq!(run.code, 0, "{host}: {run}");
+        assert!(
+            run.stdout.contains(&format!(
+                "shop: restored the fleet's current version (generation 1, serial {serial}, issued by {by} at "
+            )),
+            "{host}: {run}"
+        );
+        assert!(!run.stdout.contains("another evercert"), "{host}: {run}");
+        assert!(!run.stdout.contains("renewed meanwhile"), "{host}: {run}");
+        assert_eq!(serial_of(&fleet.cert_path(host, "shop")), serial, "{host}");
+        assert_eq!(fleet.issued(), 1, "{host}: {run}");
+    }
+
+    fleet.plant_expired("web-2", "shop");
+    let forced = fleet.run("web-2", &["renew", "--force"]);
+    assert_eq!(forced.code, 0, "{forced}");
+    assert!(
+        forced
+            .stdout
+            .contains("shop: restored the fleet's current version (generation 1, serial")
+            && forced.stdout.contains("issued by host web-1 at "),
+        "{forced}"
+    );
+    assert!(!forced.stdout.contains("another evercert"), "{forced}");
+    assert_eq!(fleet.issued(), 2, "forced: {forced}");
+}
