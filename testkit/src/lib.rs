@@ -76,4 +76,31 @@ pub fn wait_for(limit: Duration, what: &str, mut condition: impl FnMut() -> bool
         assert!(started.elapsed() < limit, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(50));
     }
+    note_wait(what, started.elapsed(), limit);
+}
+
+/// With `TESTKIT_WAIT_LOG=FILE`, appends `ELAPSED_MS LIMIT_MS TEST: WHAT` to FILE: how
+/// close each timed wait came to its limit, to find the bounds a slower machine would break
+/// (docs/reliability.md, "Running it all"). One write per line: parallel tests do not
+/// interleave.
+pub fn note_wait(what: &str, elapsed: Duration, limit: Duration) {
+    let Some(path) = std::env::var_os("TESTKIT_WAIT_LOG") else {
+        return;
+    };
+    let test = std::thread::current()
+        .name()
+        .unwrap_or("(unnamed thread)")
+        .to_owned();
+    let line = format!(
+        "{} {} {test}: {what}\n",
+        elapsed.as_millis(),
+        limit.as_millis()
+    );
+    if let Ok(mut file) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
+        let _ = std::io::Write::write_all(&mut file, line.as_bytes());
+    }
 }

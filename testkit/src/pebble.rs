@@ -185,8 +185,12 @@ impl PebblePorts {
         Self {
             acme: free_tcp_port(),
             management: free_tcp_port(),
-            http: opts.http_port.map_or_else(free_tcp_port, claim_fixed),
-            tls: opts.tls_port.map_or_else(free_tcp_port, claim_fixed),
+            http: opts
+                .http_port
+                .map_or_else(free_tcp_port_below_ephemeral, claim_fixed),
+            tls: opts
+                .tls_port
+                .map_or_else(free_tcp_port_below_ephemeral, claim_fixed),
             dns: free_udp_and_tcp_port(),
             challtestsrv_management: free_tcp_port(),
         }
@@ -218,6 +222,40 @@ fn free_tcp_port() -> u16 {
         }
     }
     panic!("no free TCP port on 127.0.0.1 after 1000 tries");
+}
+
+/// Where the kernel's own picks start (`bind` to port 0, the source port of an outgoing
+/// connection): the first number of `ip_local_port_range`.
+fn ephemeral_start() -> u16 {
+    fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32768)
+}
+
+/// Lowest port [`free_tcp_port_below_ephemeral`] picks: clear of well-known services.
+const BELOW_EPHEMERAL_FLOOR: u16 = 10_000;
+
+/// A free TCP port on 127.0.0.1 below the kernel's ephemeral range, for a port that stays
+/// unbound between a test's uses: Pebble's http-01 and tls-alpn-01 ports, which evercert binds
+/// only during an order. A port from the ephemeral range, free in between, could be taken by
+/// any process meanwhile — the source port of an outgoing connection, or another test
+/// process's `bind(0)` (two suites at once; this process's picks are kept apart by
+/// `HANDED_OUT`, another's are not) — and the order's bind then fails with EADDRINUSE: for
+/// the agent a failed attempt and 5 minutes of backoff. The kernel never picks a port below
+/// the range by itself.
+fn free_tcp_port_below_ephemeral() -> u16 {
+    let start = ephemeral_start();
+    if start <= BELOW_EPHEMERAL_FLOOR + 1000 {
+        return free_tcp_port();
+    }
+    for _ in 0..1000 {
+        let port = rand::random_range(BELOW_EPHEMERAL_FLOOR..start);
+        if TcpListener::bind((LOOPBACK, port)).is_ok() && claim(port) {
+            return port;
+        }
+    }
+    free_tcp_port()
 }
 
 /// A loopback port nothing listens on and that no other helper of this process will hand

@@ -484,8 +484,10 @@ fn stalled_ca_times_out_with_a_clear_message() {
     assert_mentions(&message, "no answer from", &run);
     assert_mentions(&message, &new_order, &run);
     assert_mentions(&message, "within 2 s", &run);
+    // Three tries of 2 s each with 1 s and 3 s between them: 10 s by design, 10-11 s measured
+    // here at load 1-20. Unbounded would mean the timeout did not work (the stall never ends).
     assert!(
-        elapsed >= Duration::from_secs(2) && elapsed < Duration::from_secs(15),
+        elapsed >= Duration::from_secs(2) && elapsed < Duration::from_secs(40),
         "took {elapsed:?}\n{}",
         run.all()
     );
@@ -636,9 +638,10 @@ fn hanging_reload_is_killed_and_the_previous_pair_restored() {
     assert_mentions(&message, "did not finish within 1 s and was killed", &run);
     assert_serves(&setup, &leaf, &run);
     assert_eq!(live_serial(&setup), leaf.serial_hex);
-    // Once for the new pair, once for the restored one; each killed after 1 s.
+    // Once for the new pair, once for the restored one; each killed after 1 s (a hook not
+    // killed would take 60 s). 3-6 s measured at load 1-20, the whole test.
     assert_eq!(hook_runs(&log).len(), 2, "{}", run.all());
-    assert!(elapsed < Duration::from_secs(10), "took {elapsed:?}");
+    assert!(elapsed < Duration::from_secs(30), "took {elapsed:?}");
 }
 
 /// Case 10: The server keeps serving the planted certificate after the reload: verification fails
@@ -764,8 +767,14 @@ fn one_shot_renew_retries_transient_failures_a_bounded_number_of_times() {
         "{}",
         proxy.describe()
     );
-    // 1 s and 3 s of waiting, and no more.
-    assert!(started.elapsed() < Duration::from_secs(20));
+    // 1 s and 3 s of waiting, and no more (the three orders are counted above); the whole
+    // test took 9.3-9.6 s at load 1-20.
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(30),
+        "took {took:?}\n{}",
+        run.all()
+    );
 
     // A CA that stays down: three attempts, then the failure is reported.
     proxy.set_fault_on(&new_order, Fault::Status(503));
