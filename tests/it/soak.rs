@@ -4,7 +4,8 @@
 //! rest have 80 days left, and one of those is deleted every second during the chaos (as an
 //! operator's mistake would), so renewals keep coming. Between the agent and the real Pebble,
 //! the fault proxy gives a share of the requests a stall, a reset, a 500, a 429 with
-//! `Retry-After` or an answer cut in half (`support::chaos`: Pebble cannot misbehave).
+//! `Retry-After`, an answer cut in half or a badNonce cut short (`support::chaos`: Pebble
+//! cannot misbehave).
 //!
 //! Checked: the agent's memory stays bounded, it holds the same files open at the end of the
 //! chaos as after start-up (sockets: at most a few pooled connections more), it never
@@ -258,6 +259,7 @@ fn soak_a_thousand_certificates_behind_a_chaotic_ca() {
         .filter(|(index, _)| index % DUE_EVERY != 0)
         .map(|(_, name)| name.clone());
     while started.elapsed() < Duration::from_secs(chaos_secs) {
+        let second = Instant::now();
         if let Some(name) = spare.next() {
             let _ = std::fs::remove_file(setup.cert_path(&name));
             due.push(name);
@@ -275,17 +277,21 @@ fn soak_a_thousand_certificates_behind_a_chaotic_ca() {
             "the agent died; log tail:\n{}",
             tail(&agent.log())
         );
-        std::thread::sleep(Duration::from_secs(1));
+        // One deletion a second, however long the looks took.
+        std::thread::sleep(Duration::from_secs(1).saturating_sub(second.elapsed()));
     }
-    let faults = proxy
-        .seen()
-        .iter()
-        .filter(|seen| {
-            seen.fault
-                .as_ref()
-                .is_some_and(|fault| *fault != Fault::Delay(Duration::ZERO))
-        })
-        .count();
+    // Faults by kind: `Stall`, `Reset`, `Status(500)`, `Body(400)` (the cut badNonce), …
+    let mut faulted: BTreeMap<String, usize> = BTreeMap::new();
+    for seen in proxy.seen() {
+        let kind = match seen.fault {
+            None => continue,
+            Some(Fault::Delay(delay)) if delay.is_zero() => continue,
+            Some(Fault::Body(status, _)) => format!("Body({status})"),
+            Some(fault) => format!("{fault:?}"),
+        };
+        *faulted.entry(kind).or_default() += 1;
+    }
+    let faults: usize = faulted.values().sum();
     let requests = proxy.count("");
 
     // The CA behaves again; the run in flight ends.
@@ -373,7 +379,7 @@ fn soak_a_thousand_certificates_behind_a_chaotic_ca() {
         .max()
         .unwrap_or(0);
     eprintln!(
-        "soak: {CERTIFICATES} certificates, {chaos_secs} s of chaos at {percent} %: {requests} requests to the CA, {faults} faulted; {} due or deleted, {renewed_in_chaos} renewed during the chaos ({new_orders} newOrder requests), the rest {calm_took:?} after a calm restart\n\
+        "soak: {CERTIFICATES} certificates, {chaos_secs} s of chaos at {percent} %: {requests} requests to the CA, {faults} faulted {faulted:?}; {} due or deleted, {renewed_in_chaos} renewed during the chaos ({new_orders} newOrder requests), the rest {calm_took:?} after a calm restart\n\
          RSS: after start-up {} KiB, peak {peak} KiB (first third {early} KiB, last third {late} KiB), at the end {} KiB\n\
          fds: after start-up {} ({} sockets) {:?}, at the end {} ({} sockets) {:?}; SIGTERM took {stop_took:?}\n\
          failures on record at the end of the chaos: {failure_kinds:?}; permanent: {}",
@@ -425,8 +431,6 @@ fn soak_a_thousand_certificates_behind_a_chaotic_ca() {
 /// problem detail", a permanent failure, exit 1 and the next attempt 30-60 minutes out.
 #[test]
 fn an_error_answer_cut_short_is_retried_not_taken_for_a_refusal() {
-    const CUT_BAD_NONCE: &str =
-        r#"{"type":"urn:ietf:params:acme:error:badNonce","detail":"JWS has an inv"#;
     let mut setup = Setup::new();
     let proxy = FaultProxy::start(&setup.pebble);
     setup.directory_override = Some(proxy.directory_url());
@@ -442,7 +446,7 @@ fn an_error_answer_cut_short_is_retried_not_taken_for_a_refusal() {
     for prefix in [proxy.resource_path("newOrder").as_str(), "/chalZ/"] {
         proxy.add_rule(Rule::path(
             prefix,
-            Fault::fail_first(1, Fault::Body(400, CUT_BAD_NONCE)),
+            Fault::fail_first(1, Fault::Body(400, chaos::CUT_BAD_NONCE)),
         ));
     }
     let run = setup.run(&["renew", "--force"]);
