@@ -541,6 +541,12 @@ fn the_agent_alerts_when_it_registers_a_new_account() {
         "{message}"
     );
     assert!(message.contains(".gone-"), "{message}");
+    // One host: the new account is the one in use from now on (a fleet says who registered
+    // it and that the other hosts take it at their next run: fleet.rs).
+    assert!(
+        message.contains("evercert uses the new account from now on"),
+        "{message}"
+    );
     assert_eq!(registered[0]["name"], "shop");
     let dirs = account_files(&setup);
     assert_eq!(dirs.len(), 2, "one new account: {dirs:?}");
