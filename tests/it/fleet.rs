@@ -1219,13 +1219,37 @@ fn fleet_credentials(fleet: &Fleet, host: &str) -> Vec<u8> {
         .unwrap_or_else(|err| panic!("{host}: {}: {err}", dir.display()))
 }
 
+/// web-1's configuration without `[cluster]` and with `state` as its state_dir: evercert on
+/// one host, beside the fleet.
+fn single_host_config(fleet: &Fleet, state: &Path) -> PathBuf {
+    let config = std::fs::read_to_string(fleet.host_dir("web-1").join("evercert.toml")).unwrap();
+    let single = config.split("\n[cluster]").next().unwrap().replace(
+        &fleet.host_dir("web-1").join("state").display().to_string(),
+        &state.display().to_string(),
+    );
+    let path = state.with_extension("toml");
+    std::fs::create_dir_all(state).unwrap();
+    std::fs::write(&path, single).unwrap();
+    path
+}
+
+fn evercert_with(config: &Path, args: &[&str]) -> Run {
+    let output = Command::new(env!("CARGO_BIN_EXE_evercert"))
+        .env_remove("EVERCERT_CONFIG")
+        .arg("-c")
+        .arg(config)
+        .args(args)
+        .output()
+        .unwrap();
+    Run::from_output(&output)
+}
+
 /// Makes the CA lose the fleet's account: a copy of web-1's credentials in a state_dir of its
 /// own, without `[cluster]`, deactivates it (Pebble cannot forget one account on demand; a
 /// deactivated account is refused like a forgotten one, and evercert confirms either with a
 /// lookup before registering).
 fn deactivate_the_fleets_account(fleet: &Fleet) {
-    let elsewhere = fleet.setup.path().join("elsewhere");
-    let state = elsewhere.join("state");
+    let state = fleet.setup.path().join("elsewhere");
     let directory = fleet.proxy.directory_url();
     let from = evercert::acme::account_dir(&fleet.host_dir("web-1").join("state"), &directory);
     let to = evercert::acme::account_dir(&state, &directory);
@@ -1233,21 +1257,10 @@ fn deactivate_the_fleets_account(fleet: &Fleet) {
     for file in ["credentials.json", "account.json"] {
         std::fs::copy(from.join(file), to.join(file)).unwrap();
     }
-    let config = std::fs::read_to_string(fleet.host_dir("web-1").join("evercert.toml")).unwrap();
-    let single = config.split("\n[cluster]").next().unwrap().replace(
-        &fleet.host_dir("web-1").join("state").display().to_string(),
-        &state.display().to_string(),
+    let run = evercert_with(
+        &single_host_config(fleet, &state),
+        &["account", "deactivate"],
     );
-    let config = elsewhere.join("evercert.toml");
-    std::fs::write(&config, single).unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_evercert"))
-        .env_remove("EVERCERT_CONFIG")
-        .arg("-c")
-        .arg(&config)
-        .args(["account", "deactivate"])
-        .output()
-        .unwrap();
-    let run = Run::from_output(&output);
     assert_eq!(run.code, 0, "{run}");
 }
 
@@ -1362,4 +1375,68 @@ fn a_host_whose_files_were_replaced_restores_the_fleets_version_and_says_so() {
     );
     assert!(!forced.stdout.contains("another evercert"), "{forced}");
     assert_eq!(fleet.issued(), 2, "forced: {forced}");
+}
+
+/// The URL of the account in `host`'s state_dir.
+fn account_id(fleet: &Fleet, host: &str) -> String {
+    let dir = evercert::acme::account_dir(
+        &fleet.host_dir(host).join("state"),
+        &fleet.proxy.directory_url(),
+    );
+    let info: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("account.json")).unwrap()).unwrap();
+    info["id"].as_str().unwrap().to_owned()
+}
+
+/// A host that registered a replacement for the lost account but could not publish it (etcd
+/// gone at that instant) keeps it marked `unshared` in its account directory. Made here by
+/// hand: a live account registered beside the fleet (a dry run in a state_dir of its own) put
+/// in web-1's account directory with the mark, and another one likewise on web-3. web-1's next
+/// run publishes its one in place of the lost account, registering nothing; web-3 finds the
+/// lost account already replaced, sets its own aside and takes the fleet's; from then on
+/// every host uses web-1's and nobody registers.
+#[test]
+fn a_replacement_not_yet_shared_is_published_at_the_next_run_unless_replaced_meanwhile() {
+    let fleet = Fleet::start();
+    fleet.renew_round("before", "before the loss");
+    let lost = account_id(&fleet, "web-1");
+    deactivate_the_fleets_account(&fleet);
+    let directory = fleet.proxy.directory_url();
+    for host in ["web-1", "web-3"] {
+        let state = fleet.setup.path().join(format!("registered-{host}"));
+        let run = evercert_with(
+            &single_host_config(&fleet, &state),
+            &["renew", "--dry-run", "--force"],
+        );
+        assert_eq!(run.code, 0, "{run}");
+        let from = evercert::acme::account_dir(&state, &directory);
+        let to = evercert::acme::account_dir(&fleet.host_dir(host).join("state"), &directory);
+        for file in ["credentials.json", "account.json"] {
+            std::fs::copy(from.join(file), to.join(file))
+                .unwrap_or_else(|err| panic!("{}: {err}\n{run}", from.join(file).display()));
+        }
+        std::fs::write(to.join("unshared"), &lost).unwrap();
+    }
+    assert_eq!(fleet.accounts_at_ca(), 3);
+    let published = account_id(&fleet, "web-1");
+
+    fleet.config("web-1", &["after"], "");
+    fleet.plant_expired("web-1", "after");
+    let run = fleet.run("web-1", &["renew"]);
+    assert_eq!(run.code, 0, "{run}");
+    let dir = evercert::acme::account_dir(&fleet.host_dir("web-1").join("state"), &directory);
+    assert!(!dir.join("unshared").exists(), "{run}");
+
+    fleet.renew_round("again", "after web-1 published its replacement");
+    assert_eq!(fleet.accounts_at_ca(), 3, "nobody registered again");
+    for host in HOSTS {
+        assert_eq!(account_id(&fleet, host), published, "{host}");
+    }
+    let accounts = fleet.host_dir("web-3").join("state/accounts");
+    let superseded = std::fs::read_dir(&accounts)
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|entry| entry.file_name().to_string_lossy().contains(".superseded-"))
+        .count();
+    assert_eq!(superseded, 1, "web-3's own replacement set aside");
 }
