@@ -285,6 +285,21 @@ fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
         .build()
 }
 
+/// What a one-shot command that talks to the CA needs first: a runtime and a usable
+/// state_dir. On failure the error is printed (an error line for journald, where standard
+/// error is the journal's) and the exit code returned.
+fn runtime_with_state_dir(config: &Config) -> Result<tokio::runtime::Runtime, u8> {
+    let runtime = runtime().map_err(|err| {
+        error_message(&format!("error: cannot start the async runtime: {err}"));
+        1
+    })?;
+    crate::safety::ensure_state_dir(&config.state_dir).map_err(|message| {
+        error_message(&message);
+        1
+    })?;
+    Ok(runtime)
+}
+
 fn run(cli: Cli) -> u8 {
     let explicit_config = cli.config.is_some();
     let config_path = cli
@@ -643,27 +658,20 @@ fn cmd_renew(config: &Config, request: &RenewRequest) -> u8 {
         ));
         return EXIT_USAGE;
     }
-    let runtime = match runtime() {
+    let runtime = match runtime_with_state_dir(config) {
         Ok(runtime) => runtime,
-        Err(err) => {
-            eprintln!("error: cannot start the async runtime: {err}");
-            return 1;
-        }
+        Err(code) => return code,
     };
-    if let Err(message) = crate::safety::ensure_state_dir(&config.state_dir) {
-        eprintln!("{message}");
-        return 1;
-    }
     // Local files, or the fleet's etcd with [cluster].
     let backends = match crate::fleet::backends::Backends::for_config(config) {
         Ok(backends) => backends,
         Err(message) => {
-            eprintln!("error: {message}");
+            error_message(&format!("error: {message}"));
             return 1;
         }
     };
     if let Err(message) = backends.prepare(config, request) {
-        eprintln!("error: fleet mode: {message}; nothing is ordered");
+        error_message(&format!("error: fleet mode: {message}; nothing is ordered"));
         return 1;
     }
     // Under journald (the timer's one-shot) a failure is stored as an error, so that
@@ -715,11 +723,8 @@ fn cmd_renew(config: &Config, request: &RenewRequest) -> u8 {
     report.exit_code()
 }
 
+/// The ACME client for `config`'s CA; `runtime` comes from [`runtime_with_state_dir`].
 fn connect(runtime: &tokio::runtime::Runtime, config: &Config) -> Result<AcmeClient, u8> {
-    if let Err(message) = crate::safety::ensure_state_dir(&config.state_dir) {
-        eprintln!("{message}");
-        return Err(1);
-    }
     runtime
         .block_on(AcmeClient::connect(
             &config.acme,
@@ -734,17 +739,10 @@ fn connect(runtime: &tokio::runtime::Runtime, config: &Config) -> Result<AcmeCli
 }
 
 fn cmd_account(config: &Config, command: &AccountCommand) -> u8 {
-    let runtime = match runtime() {
+    let runtime = match runtime_with_state_dir(config) {
         Ok(runtime) => runtime,
-        Err(err) => {
-            eprintln!("error: cannot start the async runtime: {err}");
-            return 1;
-        }
+        Err(code) => return code,
     };
-    if let Err(message) = crate::safety::ensure_state_dir(&config.state_dir) {
-        eprintln!("{message}");
-        return 1;
-    }
     // Only the stored account: showing, rolling over or deactivating must never register one.
     let directory = &config.acme.directory;
     let loaded = runtime.block_on(AcmeClient::load(&config.acme, directory, &config.state_dir));
@@ -862,12 +860,9 @@ fn cmd_revoke(config: &Config, name: &str, reason: Option<&str>) -> u8 {
             return 1;
         }
     };
-    let runtime = match runtime() {
+    let runtime = match runtime_with_state_dir(config) {
         Ok(runtime) => runtime,
-        Err(err) => {
-            eprintln!("error: cannot start the async runtime: {err}");
-            return 1;
-        }
+        Err(code) => return code,
     };
     let client = match connect(&runtime, config) {
         Ok(client) => client,

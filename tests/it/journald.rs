@@ -179,17 +179,13 @@ fn renew_of_an_unknown_name_is_an_error_line_for_journald() {
     assert!(!has_priority_prefix(&stderr), "{stderr}");
 }
 
-/// A one-shot `renew` that fails (nothing listens at the CA's address; no Pebble needed):
-/// failed lines on standard output and retry warnings on standard error. Each stream gets the
-/// `<N>` prefixes only when `JOURNAL_STREAM` names that stream, never the other one and never
-/// a pipe the child does not have (`evercert renew | tee` inside a unit).
-#[test]
-fn renew_prefixes_only_the_stream_journal_stream_names() {
+/// A directory with `evercert.toml`: one certificate, state_dir `state`, and a CA where
+/// nothing listens (port 1 on loopback: connection refused at once; `renew` backs off twice,
+/// about 4 s, then fails). No Pebble needed.
+fn unreachable_ca() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("evercert.toml");
-    // Port 1 on loopback: connection refused at once; renew backs off twice (about 4 s).
     std::fs::write(
-        &config,
+        dir.path().join("evercert.toml"),
         "state_dir = \"state\"\n[acme]\ndirectory = \"https://127.0.0.1:1/dir\"\n\
          [[certificate]]\nname = \"shop\"\ndomains = [\"shop.example.test\"]\n\
          cert_path = \"tls/fullchain.pem\"\nkey_path = \"tls/privkey.pem\"\n\
@@ -197,17 +193,51 @@ fn renew_prefixes_only_the_stream_journal_stream_names() {
     )
     .unwrap();
     std::fs::create_dir(dir.path().join("tls")).unwrap();
-    let renew = || {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_evercert"));
-        command
-            .current_dir(dir.path())
-            .env_remove("EVERCERT_CONFIG")
-            .env("EVERCERT_LOG", "warn")
-            .arg("-c")
-            .arg(&config)
-            .arg("renew");
-        command
-    };
+    dir
+}
+
+/// `evercert -c DIR/evercert.toml ARGS` in `dir`, logging warnings.
+fn one_shot(dir: &std::path::Path, args: &str) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_evercert"));
+    command
+        .current_dir(dir)
+        .env_remove("EVERCERT_CONFIG")
+        .env("EVERCERT_LOG", "warn")
+        .arg("-c")
+        .arg(dir.join("evercert.toml"))
+        .args(args.split_whitespace());
+    command
+}
+
+/// A state_dir that cannot be created stops `renew` and `account show` before they reach
+/// the CA, and under journald that is an error line too (the timer's `renew` shows it
+/// in `journalctl -p err`).
+#[test]
+fn an_unusable_state_dir_is_an_error_line_for_journald() {
+    let dir = unreachable_ca();
+    std::fs::write(dir.path().join("state"), "a file in the way\n").unwrap();
+    for args in ["renew", "account show"] {
+        let (code, _, stderr) = run_with_journal(one_shot(dir.path(), args), Journal::Stderr);
+        assert_eq!(code, Some(1), "{args}: {stderr}");
+        assert!(
+            stderr.contains("cannot create state_dir"),
+            "{args}: {stderr}"
+        );
+        assert_journal_lines(&stderr);
+        for line in stderr.lines().filter(|line| !line.is_empty()) {
+            assert!(line.starts_with("<3>error: "), "{args}: {line:?}\n{stderr}");
+        }
+    }
+}
+
+/// A one-shot `renew` that fails (nothing listens at the CA's address; no Pebble needed):
+/// failed lines on standard output and retry warnings on standard error. Each stream gets the
+/// `<N>` prefixes only when `JOURNAL_STREAM` names that stream, never the other one and never
+/// a pipe the child does not have (`evercert renew | tee` inside a unit).
+#[test]
+fn renew_prefixes_only_the_stream_journal_stream_names() {
+    let dir = unreachable_ca();
+    let renew = || one_shot(dir.path(), "renew");
     // The three runs at once: each waits out the same back-off.
     let (on_stdout, on_stderr, elsewhere) = std::thread::scope(|scope| {
         let on_stdout = scope.spawn(|| run_with_journal(renew(), Journal::Stdout));
