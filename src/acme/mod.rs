@@ -90,10 +90,30 @@ pub async fn offered_profiles(
             format!("reading the directory {directory} failed: {err}"),
         )
     })?;
-    let document: serde_json::Value = serde_json::from_slice(&body).map_err(|err| {
-        AcmeError::permanent(format!(
-            "the answer from {directory} is not an ACME directory ({err}); check [acme] directory"
-        ))
+    directory_profiles(&response.parts.headers, &body, directory)
+}
+
+/// The profile names in a directory document. An answer that is JSON cut short is a transient
+/// failure (ask again), not a wrong URL: only a readable answer that is no ACME directory
+/// says to check `[acme] directory`.
+fn directory_profiles(
+    headers: &::http::HeaderMap,
+    body: &[u8],
+    directory: &str,
+) -> Result<Vec<String>, AcmeError> {
+    let document: serde_json::Value = serde_json::from_slice(body).map_err(|err| {
+        if http::garbled_json(headers, body) {
+            AcmeError::local(
+                FailureKind::Transient,
+                format!(
+                    "the answer from {directory} does not parse ({err}): it was cut short or damaged on the way; try again"
+                ),
+            )
+        } else {
+            AcmeError::permanent(format!(
+                "the answer from {directory} is not an ACME directory ({err}); check [acme] directory"
+            ))
+        }
     })?;
     let mut names: Vec<String> = document
         .pointer("/meta/profiles")
@@ -755,6 +775,27 @@ fn is_validation_answer(problem: &instant_acme::Problem) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_directory_cut_short_is_transient_and_a_web_page_is_the_wrong_url() {
+        let dir = "https://ca.test/dir";
+        let json = ::http::HeaderMap::new();
+        let whole = br#"{"newOrder":"https://ca.test/new","meta":{"profiles":{"tlsserver":"","classic":""}}}"#;
+        assert_eq!(
+            directory_profiles(&json, whole, dir).unwrap(),
+            ["classic", "tlsserver"]
+        );
+        let cut = directory_profiles(&json, &whole[..whole.len() / 2], dir).unwrap_err();
+        assert_eq!(cut.kind, FailureKind::Transient, "{}", cut.message);
+        assert!(cut.message.contains("cut short"), "{}", cut.message);
+        let page = directory_profiles(&json, b"<html>welcome</html>", dir).unwrap_err();
+        assert_eq!(page.kind, FailureKind::Permanent, "{}", page.message);
+        assert!(
+            page.message.contains("check [acme] directory"),
+            "{}",
+            page.message
+        );
+    }
 
     #[test]
     fn a_profile_is_checked_against_what_the_directory_offers() {
