@@ -1440,3 +1440,71 @@ fn a_replacement_not_yet_shared_is_published_at_the_next_run_unless_replaced_mea
         .count();
     assert_eq!(superseded, 1, "web-3's own replacement set aside");
 }
+
+/// The agents (`evercert run`) meet the lost account too: web-1 and web-2 each have a due
+/// certificate of their own when they start, after the fleet's account was deactivated
+/// elsewhere. One new account at the CA, and one `account_registered` alert, from the host
+/// that registered it, naming it, saying it replaced the fleet's shared account and who uses
+/// it.
+#[test]
+fn agents_that_meet_the_lost_account_register_one_and_alert_once() {
+    let fleet = Fleet::start();
+    fleet.config("web-1", &["before"], "");
+    fleet.plant_expired("web-1", "before");
+    let first = fleet.run("web-1", &["renew"]);
+    assert_eq!(first.code, 0, "{first}");
+    deactivate_the_fleets_account(&fleet);
+    let mut planted = Vec::new();
+    for host in ["web-1", "web-2"] {
+        let name = format!("own-{host}");
+        fleet.config(host, &[name.as_str()], "");
+        planted.push((host, name.clone(), fleet.plant_expired(host, &name)));
+    }
+    let agents: Vec<(&str, Running)> = ["web-1", "web-2"]
+        .into_iter()
+        .map(|host| (host, fleet.agent(host)))
+        .collect();
+    let views: Vec<(&str, &Running)> = agents.iter().map(|(host, agent)| (*host, agent)).collect();
+    // Generous for a loaded 2-core machine (seconds on a quiet one).
+    wait_logged(
+        Duration::from_secs(120),
+        "both renewed and the alert",
+        &views,
+        || {
+            let alerts = std::fs::read_to_string(&fleet.alerts).unwrap_or_default();
+            planted.iter().all(|(host, name, old)| {
+                evercert::inventory::read_cert_file(&fleet.cert_path(host, name))
+                    .is_ok_and(|file| file.leaf.serial != *old)
+            }) && alerts.contains("account_registered")
+        },
+    );
+    // A second alert would come with the same run: let both finish.
+    std::thread::sleep(Duration::from_secs(2));
+    for (_, agent) in agents {
+        agent.stop();
+    }
+    assert_eq!(fleet.accounts_at_ca(), 2);
+    let alerts = std::fs::read_to_string(&fleet.alerts).unwrap_or_default();
+    let registered: Vec<serde_json::Value> = alerts
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|alert| alert["event"] == "account_registered")
+        .collect();
+    assert_eq!(registered.len(), 1, "{alerts}");
+    let message = registered[0]["message"].as_str().unwrap_or_default();
+    let new = account_id(&fleet, "web-1");
+    assert!(
+        ["web-1", "web-2"]
+            .iter()
+            .any(|host| message.contains(&format!("so {host} registered a new account {new}"))),
+        "{message}"
+    );
+    assert!(
+        message.contains(&format!(
+            "and replaced the fleet's shared account at {}/account/",
+            fleet.prefix
+        )) && message.contains("every other host from its next run"),
+        "{message}"
+    );
+    assert_eq!(account_id(&fleet, "web-2"), new);
+}
