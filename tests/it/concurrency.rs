@@ -87,24 +87,31 @@ fn plant_due(setup: &Setup) {
 const AGENT_STEP_DELAY: Duration = Duration::from_millis(500);
 const AGENT_PAUSES_AT_LEAST: u32 = 12;
 
+/// The agent, renewing the planted due certificate with every install step slowed by
+/// [`AGENT_STEP_DELAY`], once it is inside that install (holding the certificate's lock).
+fn agent_installing_slowly(setup: &Setup) -> Running {
+    let mut command = setup.command(&["run"]);
+    command.env("EVERCERT_LOG", "info").env(
+        "EVERCERT_TEST_STORE_DELAY_MS",
+        AGENT_STEP_DELAY.as_millis().to_string(),
+    );
+    let agent = Running::capture(command, Capture::StdoutAndStderr);
+    // A staged version exists only inside the agent's install, under its lock.
+    wait_for(
+        Duration::from_secs(60),
+        "the agent to start installing",
+        || !staging_dirs(setup).is_empty(),
+    );
+    agent
+}
+
 #[test]
 fn renew_waits_for_the_agent_renewing_the_same_certificate_and_orders_after_it() {
     let setup = Setup::new();
     setup.write_config(&[CertSpec::new("shop")]);
     plant_due(&setup);
 
-    let mut agent_command = setup.command(&["run"]);
-    agent_command.env("EVERCERT_LOG", "info").env(
-        "EVERCERT_TEST_STORE_DELAY_MS",
-        AGENT_STEP_DELAY.as_millis().to_string(),
-    );
-    let mut agent = Running::capture(agent_command, Capture::StdoutAndStderr);
-    // A staged version exists only inside the agent's install, under its lock.
-    wait_for(
-        Duration::from_secs(60),
-        "the agent to start installing",
-        || !staging_dirs(&setup).is_empty(),
-    );
+    let mut agent = agent_installing_slowly(&setup);
 
     let started = Instant::now();
     let renew = setup.run(&["renew", "--force"]);
@@ -222,17 +229,7 @@ fn renew_that_waited_for_the_agent_does_not_order_a_second_certificate() {
     let setup = Setup::new();
     setup.write_config(&[CertSpec::new("shop")]);
     plant_due(&setup);
-    let mut agent_command = setup.command(&["run"]);
-    agent_command.env("EVERCERT_LOG", "info").env(
-        "EVERCERT_TEST_STORE_DELAY_MS",
-        AGENT_STEP_DELAY.as_millis().to_string(),
-    );
-    let mut agent = Running::capture(agent_command, Capture::StdoutAndStderr);
-    wait_for(
-        Duration::from_secs(60),
-        "the agent to start installing",
-        || !staging_dirs(&setup).is_empty(),
-    );
+    let mut agent = agent_installing_slowly(&setup);
     // Not forced: once the agent is done, the certificate is not due any more.
     let renew = setup.run(&["renew"]);
     assert_eq!(renew.code, 0, "{}", renew.all());
