@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use super::faultproxy::Fault;
+use super::faultproxy::{Fault, Rule};
 
 /// An error answer cut short: Pebble's `badNonce` (a 400) truncated mid-document. `Truncate`
 /// makes it only when it falls on one of Pebble's own 5 % of rejected nonces (about 1 in 2,500
@@ -20,10 +20,24 @@ pub const CUT_BAD_NONCE: &str =
 /// The fault mix: `percent` of the requests get one of the faults (equally likely), the
 /// others are forwarded untouched.
 pub fn ca_chaos(percent: u32) -> Fault {
+    mix(percent, true)
+}
+
+/// [`ca_chaos`] as proxy rules: on `nonce_path` (newNonce, asked with HEAD) the same mix
+/// without the cut badNonce, since an answer to HEAD has no body to cut (the client would see
+/// a bare 400, a different fault: a CA refusing to hand out nonces); every other request
+/// gets the whole mix. Each fault is as likely everywhere.
+pub fn ca_chaos_rules(percent: u32, nonce_path: &str) -> Vec<Rule> {
+    vec![
+        Rule::path(nonce_path, mix(percent, false)),
+        Rule::every_request(mix(percent, true)),
+    ]
+}
+
+fn mix(percent: u32, cut_error: bool) -> Fault {
     let percent = percent.min(100);
     let each = percent * 100 / 7;
-    Fault::Mix(vec![
-        (10_000 - each * 7, Fault::Delay(Duration::ZERO)),
+    let mut faults = vec![
         // Slow, then answered: within any sane timeout.
         (each, Fault::Delay(Duration::from_millis(1500))),
         // Never answered: the client's own timeout must end it.
@@ -37,8 +51,13 @@ pub fn ca_chaos(percent: u32) -> Fault {
             },
         ),
         (each, Fault::Truncate),
-        (each, Fault::Body(400, CUT_BAD_NONCE)),
-    ])
+    ];
+    if cut_error {
+        faults.push((each, Fault::Body(400, CUT_BAD_NONCE)));
+    }
+    let faulted: u32 = faults.iter().map(|(weight, _)| weight).sum();
+    faults.insert(0, (10_000 - faulted, Fault::Delay(Duration::ZERO)));
+    Fault::Mix(faults)
 }
 
 /// splitmix64: small, seedable, good enough to pick faults.

@@ -236,7 +236,9 @@ fn soak_a_thousand_certificates_behind_a_chaotic_ca() {
     let mut due: Vec<String> = names.iter().step_by(DUE_EVERY).cloned().collect();
     let tls = setup.path().join("tls").display().to_string();
 
-    proxy.set_fault(chaos::ca_chaos(percent));
+    for rule in chaos::ca_chaos_rules(percent, &proxy.resource_path("newNonce")) {
+        proxy.add_rule(rule);
+    }
     let socket_path = setup.path().join("notify.sock");
     let notify = NotifySocket::bind(&socket_path);
     let mut command = setup.command(&["run"]);
