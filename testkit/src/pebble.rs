@@ -259,9 +259,11 @@ fn free_tcp_port_below_ephemeral() -> u16 {
 }
 
 /// A loopback port nothing listens on and that no other helper of this process will hand
-/// out (a "CA unreachable" directory URL, or a responder address the CA never connects to).
+/// out (a "CA unreachable" directory URL, or a responder address the CA never connects to),
+/// or that a test binds later or again (etcd members restarted on their ports, nginx): below
+/// the ephemeral range, so that no other process is handed it meanwhile.
 pub fn unused_loopback_port() -> u16 {
-    free_tcp_port()
+    free_tcp_port_below_ephemeral()
 }
 
 /// A listener on a free 127.0.0.1 port, recorded as handed out so that no Pebble started by a
