@@ -293,17 +293,25 @@ pub(crate) fn classify(
                 }
             }
         },
-        // A success whose body does not parse: cut short or damaged on the way (or a CA
-        // that writes broken JSON). Nothing was refused; said in the operator's words.
-        instant_acme::Error::Json(err) => AcmeError {
-            operation: Some(operation),
-            ..AcmeError::local(
-                FailureKind::Transient,
-                format!(
-                    "the answer of the CA at {directory} to {operation} does not parse ({err}): it was cut short or damaged on the way; it will be retried"
-                ),
-            )
-        },
+        // A success whose body does not parse: cut short on the way when it ends mid-value,
+        // otherwise an answer evercert cannot read (broken JSON, a field it does not know).
+        // Nothing was refused; said in the operator's words.
+        instant_acme::Error::Json(err) => {
+            let why = if err.is_eof() {
+                "it was cut short on the way"
+            } else {
+                "evercert cannot read it"
+            };
+            AcmeError {
+                operation: Some(operation),
+                ..AcmeError::local(
+                    FailureKind::Transient,
+                    format!(
+                        "the answer of the CA at {directory} to {operation} does not parse ({err}): {why}; it will be retried"
+                    ),
+                )
+            }
+        }
         other => AcmeError {
             operation: Some(operation),
             ..AcmeError::local(
@@ -373,9 +381,7 @@ fn from_answer(operation: Operation, answer: &Answer<'_>, directory: &str) -> Ac
         (Some(detail), Some(problem)) => said.push_str(&format!(": {detail} ({problem})")),
         (Some(detail), None) => said.push_str(&format!(": {detail}")),
         (None, Some(problem)) => said.push_str(&format!(" ({problem}, no detail)")),
-        (None, None) if answer.garbled => said.push_str(
-            " with a problem document that does not parse (cut short or damaged on the way)",
-        ),
+        (None, None) if answer.garbled => said.push_str(" with a problem document cut short"),
         (None, None) => said.push_str(" with no problem detail"),
     }
     let said = said.trim_start_matches(": ").trim_start().to_owned();
@@ -578,7 +584,7 @@ mod tests {
                     let label = format!("{operation:?} {status} cut at {cut}");
                     assert_eq!(err.kind, FailureKind::Transient, "{label}: {}", err.message);
                     assert!(!err.account_suspect(), "{label}");
-                    for words in ["does not parse", "will be retried", "https://ca/acme/x"] {
+                    for words in ["cut short", "will be retried", "https://ca/acme/x"] {
                         assert!(err.message.contains(words), "{label}: {}", err.message);
                     }
                     assert!(!err.message.contains("refused"), "{label}: {}", err.message);

@@ -258,9 +258,10 @@ impl fmt::Display for CaAnswered {
 impl std::error::Error for CaAnswered {}
 
 /// Whether `body` claims to be JSON (by its content type, or by starting like an object)
-/// but does not parse: an answer cut short (a connection dropped mid-body, a proxy that
-/// truncates) or damaged in transit. An empty body, a JSON value that is not a problem
-/// document, or an HTML error page are readable answers, not garbled ones.
+/// but ends mid-value: an answer cut short (a connection dropped mid-body, a proxy that
+/// truncates). An empty body, a JSON value that is not a problem document, an HTML error
+/// page, or text that is not JSON at all (a proxy's own refusal) are readable answers: a
+/// refusal stays a refusal.
 pub(crate) fn garbled_json(headers: &http::HeaderMap, body: &[u8]) -> bool {
     let text = body.trim_ascii_start();
     if text.is_empty() {
@@ -271,7 +272,8 @@ pub(crate) fn garbled_json(headers: &http::HeaderMap, body: &[u8]) -> bool {
         .and_then(|value| value.to_str().ok())
         .is_some_and(|kind| kind.to_ascii_lowercase().contains("json"))
         || text.starts_with(b"{");
-    claims_json && serde_json::from_slice::<serde::de::IgnoredAny>(text).is_err()
+    claims_json
+        && serde_json::from_slice::<serde::de::IgnoredAny>(text).is_err_and(|err| err.is_eof())
 }
 
 /// A network failure, already described for the operator.
@@ -441,6 +443,12 @@ mod tests {
             &json("text/html"),
             b"<html><body>403 Forbidden</body></html>"
         ));
+        // A proxy's refusal labelled JSON but in plain words, or a problem with a byte-order
+        // mark, is complete: a refusal, not an answer cut short.
+        assert!(!garbled_json(&problem_json, b"Forbidden by policy"));
+        let mut with_bom = b"\xEF\xBB\xBF".to_vec();
+        with_bom.extend_from_slice(problem);
+        assert!(!garbled_json(&problem_json, &with_bom));
     }
 
     #[test]

@@ -372,6 +372,16 @@ impl Fleet {
                     host: self.name().to_owned(),
                 }),
                 Ok(false) => match self.read_account(&turn.key).await {
+                    // Ours is there: the transaction was applied, but its answer was lost and
+                    // the resend to another member failed the compare it had itself changed.
+                    Ok(Some((record, _)))
+                        if record.id().is_some() && record.id() == local_id(&turn.dir) =>
+                    {
+                        Ok(Published::Shared {
+                            place: turn.key.clone(),
+                            host: self.name().to_owned(),
+                        })
+                    }
                     Ok(Some((record, _))) if record.id().as_deref() != Some(turn.old.as_str()) => {
                         Ok(Published::Lost {
                             account: record.id().unwrap_or_else(|| "(unknown)".into()),

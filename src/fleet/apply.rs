@@ -84,7 +84,7 @@ impl Installed {
         );
         if self.restored {
             format!(
-                "restored the fleet's current version ({issued}): the files on disk were no longer that version, which this host had installed; nothing is ordered for it"
+                "restored the fleet's current version ({issued}): the files on disk were no longer that version, which this host had installed"
             )
         } else if self.published_by == me {
             format!(

@@ -113,6 +113,13 @@ pub(super) async fn replace(
             );
             Ok((client, Some(reason)))
         }
+        // Never give up the account etcd holds, even if a lost answer made it look replaced.
+        Ok(Published::Lost { account }) if account == new => {
+            let reason = format!(
+                "the CA at {directory} no longer knew the fleet's account {old}, so {new} was registered in its place and is the fleet's shared account now (the old credentials are {aside})"
+            );
+            Ok((client, Some(reason)))
+        }
         Ok(Published::Lost { account }) => {
             // Two live accounts for one fleet would fail each other's authorizations: give
             // ours up and take the fleet's.

@@ -421,9 +421,13 @@ async fn order_primary<'c>(
     // `None` once the account was moved aside: the next round registers a new one.
     let slot: Mutex<Option<Arc<AcmeClient>>> = Mutex::new(Some(client));
     let slot = &slot;
+    // The forgotten account and where its credentials went, until a round connects with its
+    // replacement: a round that failed to replace it (the fleet's turn not taken, the CA's
+    // newAccount failing) leaves it here, so the next round replaces it the same way (in a
+    // fleet, through the fleet) instead of registering an account no other host knows.
+    let replacing: Mutex<Option<(String, String)>> = Mutex::new(None);
+    let replacing = &replacing;
     let attempt = |certs: Vec<&'c CertificateSettings>, round: retry::Round| async move {
-        // The old account and where its credentials went, for the `account_registered` alert.
-        let mut forgotten = None;
         if round.new_account {
             let old = slot
                 .lock()
@@ -444,8 +448,15 @@ async fn order_primary<'c>(
                     format!("still in place ({err})")
                 }
             };
-            forgotten = Some((old, aside));
+            let mut pending = replacing.lock().unwrap_or_else(PoisonError::into_inner);
+            if pending.is_none() || !old.is_empty() {
+                *pending = Some((old, aside));
+            }
         }
+        let forgotten = replacing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
         let current = slot.lock().unwrap_or_else(PoisonError::into_inner).clone();
         let connected = match (current, &forgotten) {
             (Some(client), _) => Ok(client),
@@ -467,6 +478,7 @@ async fn order_primary<'c>(
         let client = match connected {
             Ok(client) => {
                 *slot.lock().unwrap_or_else(PoisonError::into_inner) = Some(client.clone());
+                *replacing.lock().unwrap_or_else(PoisonError::into_inner) = None;
                 client
             }
             Err(failure) => {
