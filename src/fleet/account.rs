@@ -516,6 +516,30 @@ impl FleetAccount {
     }
 }
 
+/// A turn claimed but never ended: the run was cancelled between `claim` and `publish` (the
+/// agent's deadline for a run, say). The lock lives on the session lease, which this process
+/// keeps alive: left alone it would make every other host wait for it until this one exits.
+impl Drop for FleetAccount {
+    fn drop(&mut self) {
+        let turn = self
+            .turn
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(turn) = turn {
+            let fleet = self.fleet.clone();
+            self.fleet.spawn(async move {
+                if let Err(err) = fleet.unlock(&turn.lock_name, turn.token).await {
+                    tracing::warn!(
+                        "cannot release the fleet's account lock {}: {err}; it ends with this host's lease",
+                        turn.lock_name
+                    );
+                }
+            });
+        }
+    }
+}
+
 impl std::fmt::Debug for FleetAccount {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("FleetAccount").finish_non_exhaustive()
