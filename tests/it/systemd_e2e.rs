@@ -53,6 +53,37 @@ const MASKED: &[&str] = &[
     "systemd-tmpfiles-clean.timer",
 ];
 
+/// What the watchdog check reads of evercert.service, all at once.
+const SNAPSHOT: &[&str] = &[
+    "ActiveState",
+    "SubState",
+    "MainPID",
+    "InvocationID",
+    "NRestarts",
+    "Result",
+];
+
+/// Properties of a unit from one `systemctl show`, in the order systemd gave them.
+struct Properties(Vec<(String, String)>);
+
+impl Properties {
+    fn get(&self, key: &str) -> &str {
+        self.0
+            .iter()
+            .find(|(k, _)| k == key)
+            .map_or("", |(_, value)| value.as_str())
+    }
+}
+
+impl std::fmt::Display for Properties {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, (key, value)) in self.0.iter().enumerate() {
+            write!(f, "{}{key}={value}", if i == 0 { "" } else { " " })?;
+        }
+        Ok(())
+    }
+}
+
 /// A booted container. Dropping it powers it off (or kills its PID 1, which ends every
 /// process of its PID namespace) and waits for systemd-nspawn; the overlay and its tmpfs
 /// lived in nspawn's private mount namespace and are gone with it.
@@ -226,6 +257,21 @@ exec systemd-nspawn --quiet -D "$ROOT" -M "$name" --register=no --keep-unit \
         self.ok(&format!("systemctl show -P {property} {unit}"))
             .trim()
             .to_owned()
+    }
+
+    /// Several properties of a unit read at once (`systemctl show -p a,b`): one snapshot of
+    /// the unit's state, which separate reads are not.
+    fn properties(&self, unit: &str, properties: &[&str]) -> Properties {
+        let text = self.ok(&format!(
+            "systemctl show -p {} {unit}",
+            properties.join(",")
+        ));
+        Properties(
+            text.lines()
+                .filter_map(|line| line.split_once('='))
+                .map(|(key, value)| (key.to_owned(), value.to_owned()))
+                .collect(),
+        )
     }
 
     /// The journal of `unit` as JSON objects, one per entry.
@@ -750,21 +796,48 @@ fn the_deb_under_a_real_systemd() {
     );
     container.ok("systemctl daemon-reload && systemctl restart evercert.service");
     let hung = container.property("evercert.service", "MainPID");
+    let hung_invocation = container.property("evercert.service", "InvocationID");
     container.ok(&format!("kill -STOP {hung}"));
-    wait_for(
-        Duration::from_secs(90),
-        "systemd to restart the hung agent",
-        || {
-            container.property("evercert.service", "ActiveState") == "active"
-                && container.property("evercert.service", "MainPID") != hung
-        },
-    );
-    let systemd_says = container.ok("journalctl -u evercert.service -o cat --no-pager");
+    // Every property comes from one `systemctl show` (one GetAll answered by PID 1 between
+    // two events: a consistent snapshot). Read one by one, ActiveState could be "active" of
+    // the hung invocation (before the watchdog fired) and MainPID the 0 of the auto-restart
+    // state that follows its death, where NRestarts is not counted yet: systemd counts a
+    // restart only when RestartSec= has passed and it queues the start job.
+    let restarted = |state: &Properties| {
+        state.get("ActiveState") == "active"
+            && state.get("SubState") == "running"
+            && !matches!(state.get("MainPID"), "" | "0")
+            && state.get("MainPID") != hung
+            && state.get("InvocationID") != hung_invocation
+            && state.get("NRestarts").parse::<u32>().is_ok_and(|n| n >= 1)
+    };
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut state = container.properties("evercert.service", SNAPSHOT);
+    while !restarted(&state) {
+        assert!(
+            Instant::now() < deadline,
+            "systemd did not restart the hung agent (PID {hung}, invocation {hung_invocation}) \
+             within 90 s; evercert.service: {state}\n--- journal:\n{}",
+            container.sh_text("journalctl -u evercert.service -n 40 --no-pager")
+        );
+        std::thread::sleep(Duration::from_millis(50));
+        state = container.properties("evercert.service", SNAPSHOT);
+    }
+    // The hung invocation's end was the watchdog's doing: systemd logs the timeout with that
+    // invocation's ID.
+    let entries = container.journal("evercert.service");
+    let watchdog_fired = entries.iter().any(|entry| {
+        entry["INVOCATION_ID"].as_str() == Some(hung_invocation.as_str())
+            && entry["MESSAGE"]
+                .as_str()
+                .is_some_and(|message| message.contains("Watchdog timeout"))
+    });
     assert!(
-        systemd_says.contains("Watchdog timeout"),
-        "restarted, but not by the watchdog:\n{systemd_says}"
+        watchdog_fired,
+        "restarted ({state}), but no 'Watchdog timeout' of the hung invocation \
+         {hung_invocation}:\n{}",
+        container.sh_text("journalctl -u evercert.service -o cat --no-pager")
     );
-    assert_ne!(container.property("evercert.service", "NRestarts"), "0");
     eprintln!("e2e: watchdog restart seen: {:?}", started.elapsed());
 
     // --- A failing one-shot (the drop-in forgotten) in `-p err`; removal leaves no failed unit
