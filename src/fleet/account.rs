@@ -17,7 +17,6 @@
 //! could not be published (etcd gone at that moment) is noted in the account's directory
 //! and published at the next run, unless another host replaced the account meanwhile.
 
-use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -555,10 +554,10 @@ impl SharedAccount for FleetAccount {
         Box::pin(async move {
             let fleet = self.fleet.clone();
             let (directory, old) = (directory.to_owned(), old.to_owned());
-            let (claim, turn) = on_fleet(&self.fleet, async move {
-                fleet.claim_replacement(&directory, &old).await
-            })
-            .await?;
+            let (claim, turn) = self
+                .fleet
+                .run_on(async move { fleet.claim_replacement(&directory, &old).await })
+                .await?;
             *self.turn.lock().unwrap_or_else(PoisonError::into_inner) = turn;
             Ok(claim)
         })
@@ -579,25 +578,9 @@ impl SharedAccount for FleetAccount {
                 return Ok(Published::Released);
             };
             let fleet = self.fleet.clone();
-            on_fleet(&self.fleet, async move {
-                fleet.publish_replacement(turn, registered).await
-            })
-            .await
+            self.fleet
+                .run_on(async move { fleet.publish_replacement(turn, registered).await })
+                .await
         })
     }
-}
-
-/// Runs `future` on the fleet's runtime (where its etcd clients live), without blocking the
-/// caller's.
-async fn on_fleet<T: Send + 'static>(
-    fleet: &Fleet,
-    future: impl Future<Output = Result<T, String>> + Send + 'static,
-) -> Result<T, String> {
-    let Some(handle) = fleet.handle() else {
-        return Err("fleet mode has stopped".into());
-    };
-    handle
-        .spawn(future)
-        .await
-        .unwrap_or_else(|err| Err(format!("fleet task failed: {err}")))
 }

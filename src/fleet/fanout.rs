@@ -260,11 +260,9 @@ impl ChallengeFanout for FleetFanout {
                 fleet: fleet.clone(),
             };
             let (name, response) = (name.to_owned(), response.clone());
-            spawn_on(
-                &fleet,
-                async move { this.publish_token(&name, &response).await },
-            )
-            .await
+            fleet
+                .run_on(async move { this.publish_token(&name, &response).await })
+                .await
         })
     }
 
@@ -279,11 +277,9 @@ impl ChallengeFanout for FleetFanout {
                 fleet: fleet.clone(),
             };
             let (name, tokens) = (name.to_owned(), tokens.to_vec());
-            spawn_on(
-                &fleet,
-                async move { this.wait_for_acks(&name, &tokens).await },
-            )
-            .await
+            fleet
+                .run_on(async move { this.wait_for_acks(&name, &tokens).await })
+                .await
         })
     }
 
@@ -294,27 +290,14 @@ impl ChallengeFanout for FleetFanout {
                 fleet: fleet.clone(),
             };
             let token = token.to_owned();
-            let _ = spawn_on(&fleet, async move {
-                this.withdraw_token(&token).await;
-                Ok(())
-            })
-            .await;
+            let _ = fleet
+                .run_on(async move {
+                    this.withdraw_token(&token).await;
+                    Ok(())
+                })
+                .await;
         })
     }
-}
-
-/// Runs `future` on the fleet's runtime and awaits it from the caller's.
-async fn spawn_on<T: Send + 'static>(
-    fleet: &Fleet,
-    future: impl Future<Output = Result<T, String>> + Send + 'static,
-) -> Result<T, String> {
-    let Some(handle) = fleet.handle() else {
-        return Err("the fleet is shutting down".into());
-    };
-    handle
-        .spawn(future)
-        .await
-        .unwrap_or_else(|err| Err(format!("the fleet's task failed: {err}")))
 }
 
 /// Tokens served here for other hosts.

@@ -181,6 +181,21 @@ impl Fleet {
         }
     }
 
+    /// Runs `future` on the fleet's runtime (where its etcd clients live) and awaits it from
+    /// the caller's runtime, which never drives the fleet's connections itself.
+    pub async fn run_on<T: Send + 'static>(
+        &self,
+        future: impl Future<Output = Result<T, String>> + Send + 'static,
+    ) -> Result<T, String> {
+        let Some(handle) = self.handle() else {
+            return Err("fleet mode has stopped".into());
+        };
+        handle
+            .spawn(future)
+            .await
+            .unwrap_or_else(|err| Err(format!("the fleet's task failed: {err}")))
+    }
+
     pub fn handle(&self) -> Option<tokio::runtime::Handle> {
         self.runtime
             .as_ref()
