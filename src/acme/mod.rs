@@ -233,7 +233,13 @@ impl AcmeClient {
         let mut attempt = 1;
         loop {
             match self.issue_once(request, responders, progress).await {
-                Err(err) if err.bad_nonce && attempt < BAD_NONCE_ATTEMPTS => {
+                // Not after finalization (the certificate step retries itself): a new order
+                // then would be a second issuance.
+                Err(err)
+                    if err.bad_nonce
+                        && err.operation != Some(Operation::Certificate)
+                        && attempt < BAD_NONCE_ATTEMPTS =>
+                {
                     attempt += 1;
                     progress("the CA rejected a nonce again; ordering again");
                 }
@@ -353,10 +359,23 @@ impl AcmeClient {
             .finalize_csr(csr.der())
             .await
             .map_err(|err| self.classify(err, Operation::Finalize))?;
-        let chain_pem = order
-            .poll_certificate(&poll_policy())
-            .await
-            .map_err(|err| self.classify(err, Operation::Certificate))?;
+        // The order is finalized: the CA issues (or has issued) its certificate. A rejected
+        // nonce from here on asks again for that certificate; ordering again would have the
+        // CA issue a second one.
+        let mut attempt = 1;
+        let chain_pem = loop {
+            match order.poll_certificate(&poll_policy()).await {
+                Ok(pem) => break pem,
+                Err(err) => {
+                    let err = self.classify(err, Operation::Certificate);
+                    if !err.bad_nonce || attempt >= BAD_NONCE_ATTEMPTS {
+                        return Err(err);
+                    }
+                    attempt += 1;
+                    progress("the CA rejected a nonce; asking for the issued certificate again");
+                }
+            }
+        };
         Ok(Issued {
             key_pem: key.serialize_pem(),
             chain_pem,
